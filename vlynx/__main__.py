@@ -1,0 +1,3 @@
+from vlynx.cli import main
+
+raise SystemExit(main())

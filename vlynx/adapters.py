@@ -1,0 +1,155 @@
+"""V-LynX adapters (PEFT LoRA) and their routing: which frames see which adapter.
+
+- one vision-encoder LoRA per new modality, named after the modality (`audio`, `depth`, ...),
+  on every Linear of the encoder layers;
+- one LLM LoRA named `llm`, on q/k/v/o/gate/up/down of every decoder layer.
+
+Routing is the one rule of the method that must never bend: video frames go through
+the *base* encoder (all vision adapters off, so video tokens stay bit-identical to the
+unmodified model), a modality's frames through the encoder with that modality's adapter
+only. Routing never changes which parameters train; `set_trainable` alone decides that.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vlynx.backbones.base import Backbone
+from vlynx.errors import VlynxError
+
+LLM_ADAPTER = "llm"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    rank: int
+    alpha: float
+    dropout: float = 0.05
+
+
+VISION_LORA = LoraSettings(rank=64, alpha=128)  # authors' defaults (DESIGN.md §4)
+LLM_LORA = LoraSettings(rank=64, alpha=16)
+
+
+def add_vision_adapter(backbone: Backbone, modality: str, settings: LoraSettings = VISION_LORA) -> None:
+    """Attach a fresh vision-encoder LoRA for `modality` (LoRA B starts at zero, as PEFT does)."""
+    if modality == LLM_ADAPTER:
+        raise VlynxError(f"'{LLM_ADAPTER}' is reserved for the LLM adapter; name the modality differently")
+    _add_adapter(backbone, modality, settings, backbone.vision_lora_targets)
+
+
+def add_llm_adapter(backbone: Backbone, settings: LoraSettings = LLM_LORA) -> None:
+    """Attach the LLM LoRA (always active in the LLM; the vision path is unaffected)."""
+    _add_adapter(backbone, LLM_ADAPTER, settings, backbone.llm_lora_targets)
+
+
+def _add_adapter(backbone: Backbone, name: str, settings: LoraSettings, targets: str) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    if name in adapter_names(backbone):
+        raise VlynxError(f"an adapter named '{name}' is already attached")
+    config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=targets, bias="none")
+    adapter_flags = [(p, p.requires_grad) for layer in _lora_layers(backbone.model)
+                     for other in layer.lora_A for p in _adapter_parameters(layer, other)]
+    # On a meta-device backbone the new LoRA weights are created on meta too (no memory).
+    device = torch.device("meta") if backbone.device.type == "meta" else contextlib.nullcontext()
+    with device:
+        if backbone.peft_model is None:
+            backbone.peft_model = get_peft_model(backbone.model, config, adapter_name=name)
+        else:
+            backbone.peft_model.add_adapter(name, config)
+    # The base model is frozen (PEFT's convention); earlier adapters keep their flags; the new one trains.
+    for parameter in backbone.model.parameters():
+        parameter.requires_grad = False
+    for parameter, flag in adapter_flags:
+        parameter.requires_grad = flag
+    for layer in _lora_layers(backbone.model):
+        if name in layer.lora_A:
+            # New vision adapters start inactive (routing turns them on); the LLM adapter is always on.
+            _activate(layer, name if name == LLM_ADAPTER else None)
+            for parameter in _adapter_parameters(layer, name):
+                parameter.requires_grad = True
+
+
+def adapter_names(backbone: Backbone) -> list[str]:
+    """Names of the adapters attached, vision adapters in attachment order, then `llm` if present."""
+    names: list[str] = []
+    for layer in _lora_layers(backbone.model):
+        names += [name for name in layer.lora_A if name not in names]
+    return [n for n in names if n != LLM_ADAPTER] + ([LLM_ADAPTER] if LLM_ADAPTER in names else [])
+
+
+def adapter_parameter_count(backbone: Backbone, name: str) -> int:
+    """Exact number of parameters adapter `name` adds (its LoRA A and B matrices)."""
+    return sum(
+        p.numel()
+        for layer in _lora_layers(backbone.model)
+        if name in layer.lora_A
+        for p in _adapter_parameters(layer, name)
+    )
+
+
+def set_trainable(backbone: Backbone, adapters: Iterable[str]) -> None:
+    """Make exactly the LoRA weights of `adapters` trainable; everything else is frozen."""
+    adapters = set(adapters)
+    unknown = adapters - set(adapter_names(backbone))
+    if unknown:
+        raise VlynxError(f"no adapter named {sorted(unknown)} (attached: {adapter_names(backbone)})")
+    for parameter in backbone.model.parameters():
+        parameter.requires_grad = False
+    for layer in _lora_layers(backbone.model):
+        for name in adapters & set(layer.lora_A):
+            for parameter in _adapter_parameters(layer, name):
+                parameter.requires_grad = True
+
+
+@contextlib.contextmanager
+def route(backbone: Backbone, modality: str | None) -> Iterator[None]:
+    """Run the vision encoder as the base model (`None`: video) or with `modality`'s adapter only."""
+    if modality is not None and modality not in adapter_names(backbone):
+        raise VlynxError(f"no vision adapter for modality '{modality}' (attached: {adapter_names(backbone)})")
+    layers = _lora_layers(backbone.vision_tower)
+    previous = [(layer, None if layer.disable_adapters else list(layer.active_adapters)) for layer in layers]
+    for layer in layers:
+        _activate(layer, modality)
+    try:
+        yield
+    finally:
+        for layer, active in previous:
+            _activate(layer, active)
+
+
+def encode(backbone: Backbone, pixel_values: torch.Tensor, modality: str | None = None) -> torch.Tensor:
+    """Frames (B, F, 3, S, S) -> LLM-input tokens (B, T, D), routed for `modality` (None: video)."""
+    with route(backbone, modality):
+        return backbone.encode_frames(pixel_values)
+
+
+def _lora_layers(module: nn.Module) -> list[nn.Module]:
+    from peft.tuners.lora import LoraLayer
+
+    return [m for m in module.modules() if isinstance(m, LoraLayer)]
+
+
+def _adapter_parameters(layer: nn.Module, name: str) -> list[nn.Parameter]:
+    return [*layer.lora_A[name].parameters(), *layer.lora_B[name].parameters()]
+
+
+def _activate(layer: nn.Module, adapters: str | list[str] | None) -> None:
+    """Set which of `layer`'s adapters compute, leaving every requires_grad flag as it was.
+
+    PEFT's own switches also flip requires_grad; V-LynX keeps trainability separate.
+    """
+    flags = [(p, p.requires_grad) for p in layer.parameters()]
+    if adapters is None or adapters == []:
+        layer.enable_adapters(False)
+    else:
+        layer.set_adapter(adapters)
+        layer.enable_adapters(True)
+    for parameter, flag in flags:
+        parameter.requires_grad = flag

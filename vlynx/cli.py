@@ -1,0 +1,53 @@
+"""`vlynx` command line: one subcommand per module in `vlynx.commands`.
+
+Each command module exposes `register(subparsers, common)`; heavy imports (torch,
+transformers) happen inside the handlers so `vlynx --help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from vlynx import __version__
+from vlynx.errors import VlynxError
+
+COMMANDS = (
+    "vlynx.commands.params",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
+    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
+    parser = argparse.ArgumentParser(
+        prog="vlynx",
+        description="Extend a Video LLM to new modalities (audio, depth, fast motion, new views) "
+        "by token-interface alignment.",
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"vlynx {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in COMMANDS:
+        importlib.import_module(module_name).register(subparsers, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    for noisy in ("transformers", "peft", "accelerate"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    try:
+        return int(args.handler(args) or 0)
+    except VlynxError as error:
+        if args.debug:
+            raise
+        print(f"vlynx {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vlynx {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""One module per `vlynx` subcommand; each exposes `register(subparsers, common)`."""
