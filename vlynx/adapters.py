@@ -58,11 +58,13 @@ def _add_adapter(backbone: Backbone, name: str, settings: LoraSettings, targets:
                      for other in layer.lora_A for p in _adapter_parameters(layer, other)]
     # On a meta-device backbone the new LoRA weights are created on meta too (no memory).
     device = torch.device("meta") if backbone.device.type == "meta" else contextlib.nullcontext()
+    was_training = backbone.model.training
     with device:
         if backbone.peft_model is None:
             backbone.peft_model = get_peft_model(backbone.model, config, adapter_name=name)
         else:
             backbone.peft_model.add_adapter(name, config)
+    backbone.model.train(was_training)  # new LoRA modules are created in training mode (dropout on)
     # The base model is frozen (PEFT's convention); earlier adapters keep their flags; the new one trains.
     for parameter in backbone.model.parameters():
         parameter.requires_grad = False

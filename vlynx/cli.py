@@ -9,6 +9,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from vlynx import __version__
 from vlynx.errors import VlynxError
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "peft", "accelerate"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if not args.debug:  # library deprecation chatter is for developers, not users
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return int(args.handler(args) or 0)
     except VlynxError as error:

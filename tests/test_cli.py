@@ -1,0 +1,34 @@
+"""The command line: help text, module entry point, one-line errors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from vlynx.cli import COMMANDS, build_parser, main
+
+
+def test_every_command_has_help_text(capsys):
+    parser = build_parser()
+    names = [module.rsplit(".", 1)[1] for module in COMMANDS]
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    for name in names:
+        assert name in subparsers.choices
+        assert subparsers.choices[name].description, f"`vlynx {name}` has no description"
+
+
+def test_python_dash_m_runs_the_cli():
+    result = subprocess.run([sys.executable, "-m", "vlynx", "--help"], capture_output=True, text=True, check=True)
+    assert "params" in result.stdout
+
+
+def test_user_errors_are_one_line_and_debug_shows_the_traceback(capsys, tmp_path):
+    missing = str(tmp_path / "no" / "such" / "model")
+    assert main(["params", "--model", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such model directory" in err and missing in err
+    try:
+        main(["params", "--model", missing, "--debug"])
+    except Exception as error:  # --debug re-raises so the traceback is shown
+        assert "no such model directory" in str(error)
+    else:
+        raise AssertionError("--debug should re-raise")
