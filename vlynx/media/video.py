@@ -89,6 +89,36 @@ def read_video(path: str | Path, num_frames: int) -> VideoClip:
     return VideoClip(np.stack(frames), np.asarray(times, dtype=np.float64), duration)
 
 
+def read_video_at(path: str | Path, timestamps: np.ndarray) -> VideoClip:
+    """The frames nearest to each of `timestamps` (seconds, any order; clamped to the clip).
+
+    Used to sample a second stream (another view, a high-frame-rate group) at the times
+    of the main video's frames. Raises `VlynxError` like `read_video`.
+    """
+    import av
+
+    timestamps = np.asarray(timestamps, dtype=np.float64).reshape(-1)
+    if timestamps.size == 0:
+        raise ValueError("need at least one timestamp")
+    path = Path(path)
+    _require_file(path)
+    order = np.argsort(timestamps, kind="stable")  # decode forward once, then restore the caller's order
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VlynxError("has no video stream", path)
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            frames, times = _nearest_frames(container, stream, np.maximum(timestamps[order], 0.0))
+            duration = _duration(container, stream)
+    except av.error.FFmpegError as error:
+        raise VlynxError(f"cannot decode video ({error.strerror or error})", path) from error
+    if len(frames) < len(timestamps):
+        raise VlynxError(f"video ends early: decoded {len(frames)} of {len(timestamps)} frames (truncated?)", path)
+    inverse = np.argsort(order)
+    return VideoClip(np.stack(frames)[inverse], np.asarray(times, dtype=np.float64)[inverse], duration)
+
+
 def _nearest_frames(container, stream, targets: np.ndarray) -> tuple[list[np.ndarray], list[float]]:
     """Decode forward, seeking only across long gaps; keep the frame nearest each target time."""
     frames: list[np.ndarray] = []
