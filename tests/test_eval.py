@@ -1,0 +1,105 @@
+"""The eval stage with a fake model: prompts, appended predictions, resume, result tables."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vlynx.errors import VlynxError
+from vlynx.evaluate import MULTIPLE_CHOICE_INSTRUCTION, build_items, evaluate
+
+
+class FakeModel:
+    """Answers from a table keyed by a word of the question; records every request it sees."""
+
+    def __init__(self, answers, fail_after=None):
+        self.answers, self.fail_after, self.requests = answers, fail_after, []
+
+    def generate(self, requests):
+        if self.fail_after is not None and len(self.requests) >= self.fail_after:
+            raise KeyboardInterrupt  # simulate an interrupted run
+        self.requests.extend(requests)
+        return [next(a for key, a in self.answers.items() if key in r["question"]) for r in requests]
+
+
+def _avqa_annotation(tmp_path):
+    media = tmp_path / "media"
+    media.mkdir()
+    entries = []
+    for i, (subject, answer) in enumerate([("dog", 1), ("car", 0), ("bell", 3)]):
+        (media / f"v{i}.mp4").write_bytes(b"")
+        entries.append({
+            "id": f"q{i}", "video": f"v{i}.mp4",
+            "conversations": [{"from": "human", "value": f"<image>\nWhat makes the sound of the {subject}?"},
+                              {"from": "gpt", "value": "ABCD"[answer]}],
+            "multi_choice": ["engine", "dog", "bird", "bell"], "answer": answer,
+        })
+    path = tmp_path / "avqa.json"
+    path.write_text(json.dumps(entries))
+    return path, media
+
+
+def test_multiple_choice_prompt_and_requests(tmp_path):
+    data, media = _avqa_annotation(tmp_path)
+    items = build_items("avqa", data, media)
+    request = items[0].request
+    assert request["video"] == str(media / "v0.mp4") and "audio" not in request and "depth" not in request
+    assert request["question"] == ("What makes the sound of the dog?\nA. engine\nB. dog\nC. bird\nD. bell\n"
+                                   + MULTIPLE_CHOICE_INSTRUCTION)
+    assert [item.reference["answer"] for item in items] == ["B", "A", "D"]
+
+
+def test_eval_scores_writes_tables_and_resumes(tmp_path):
+    data, media = _avqa_annotation(tmp_path)
+    out = tmp_path / "out"
+    answers = {"the dog?": "(B)", "the car?": "Answer: C", "the bell?": "D"}  # q0 right, q1 wrong, q2 right
+    first = FakeModel(answers, fail_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(first, "avqa", data, out, media_root=media)
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["question_id"] for line in lines] == ["q0"]
+    # A torn line from the interruption is dropped on resume.
+    with (out / "predictions.jsonl").open("a") as file:
+        file.write('{"question_id": "q1", "te')
+
+    second = FakeModel(answers)
+    report = evaluate(second, "avqa", data, out, media_root=media, batch_size=2)
+    assert [r["question"].split("\n")[0] for r in second.requests] == [
+        "What makes the sound of the car?", "What makes the sound of the bell?"]
+    assert report.metrics["Accuracy"] == pytest.approx(200 / 3)
+    assert json.loads((out / "results.json").read_text())["metrics"]["Accuracy"] == pytest.approx(200 / 3)
+    assert "| Accuracy | 66.67 | 3 |" in (out / "results.md").read_text()
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in records] == ["q0", "q1", "q2"]
+
+    third = FakeModel(answers)
+    evaluate(third, "avqa", data, out, media_root=media)
+    assert third.requests == []  # everything answered already
+
+
+def test_music_avqa_and_sqa3d_references_from_annotation(tmp_path):
+    (tmp_path / "v.mp4").write_bytes(b"")
+    music = tmp_path / "music.jsonl"
+    music.write_text(json.dumps({"id": 7, "video": "v.mp4", "type": "[\"Audio\", \"Counting\"]",
+                                 "conversations": [{"from": "human", "value": "<image>\nHow many?"},
+                                                   {"from": "gpt", "value": "two"}]}) + "\n")
+    report = evaluate(FakeModel({"How many": "there are two"}), "music-avqa", music, tmp_path / "o1")
+    assert report.metrics["Audio Counting"] == 100.0 and report.metrics["Overall"] == 100.0
+    sqa = tmp_path / "sqa.json"
+    sqa.write_text(json.dumps([{"id": "s", "video": "v.mp4", "question": "Is the door open?",
+                                "conversations": [{"from": "human", "value": "<image>\nI face the bed. Is the door open?"},
+                                                  {"from": "gpt", "value": "yes"}]}]))
+    report = evaluate(FakeModel({"door": "Yes."}), "sqa3d", sqa, tmp_path / "o2")
+    assert report.metrics["EM@1 Is"] == 100.0
+
+
+def test_eval_input_errors(tmp_path):
+    data, media = _avqa_annotation(tmp_path)
+    with pytest.raises(VlynxError, match="media files not found"):
+        build_items("avqa", data, tmp_path / "elsewhere")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps([{"id": 1, "video": "v0.mp4", "question": "q?", "answer": "B"}]))
+    with pytest.raises(VlynxError, match="choices"):
+        build_items("avqa", broken, media)
+    with pytest.raises(VlynxError, match="unknown benchmark"):
+        build_items("nope", data, media)

@@ -1,0 +1,36 @@
+"""`vlynx score`: score a predictions file against a benchmark's references (no model needed)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from vlynx.metrics.benchmarks import BENCHMARKS
+
+    parser = subparsers.add_parser(
+        "score",
+        parents=[common],
+        help="score predictions against a benchmark's references",
+        description="Score a predictions file (JSONL/JSON {question_id|id|image_id|take_uid, text}) against "
+        "the benchmark's reference file in its community format. Predictions are paired with references "
+        "by id: missing predictions count as wrong and are listed, extra ones are listed and ignored. "
+        "Metrics are in percent. Caption metrics (scanqa, avsd) need Java.",
+    )
+    parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
+    parser.add_argument("--predictions", required=True, help="predictions file (JSONL or JSON)")
+    parser.add_argument("--references", required=True, help="reference/annotation file of the benchmark")
+    parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves a JVM start)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlynx.metrics.benchmarks import score_files
+    from vlynx.progress import log
+
+    report = score_files(args.benchmark, args.predictions, args.references, meteor=not args.no_meteor)
+    if report.missing or report.extra:
+        log.warning("%d references without a prediction (counted wrong), %d predictions with unknown ids "
+                    "(ignored)", len(report.missing), len(report.extra))
+    print(report.to_json() if args.json else report.to_markdown(), end="" if not args.json else "\n")
+    return 0

@@ -1,0 +1,244 @@
+"""The evaluation stage: generate answers for a benchmark's questions, then score them.
+
+Reads top to bottom: load the annotation (LLaVA/PAVE conversation format plus the
+benchmark's own fields) -> build one request per question with the benchmark's prompt ->
+skip ids already in `predictions.jsonl` (resume) -> generate in batches, appending each
+answer as it comes -> score with `vlynx.metrics` -> write `results.json` and `results.md`.
+
+The model is any object with `generate(requests: list[dict]) -> list[str]`, each request a
+dict with `video` and `question` (the user text, without the `<image>` placeholder, which the
+model inserts itself) plus `audio`/`depth` paths when the entry names them — e.g.
+`vlynx.bundle.VLynx`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from vlynx.errors import VlynxError
+from vlynx.inputs import read_annotations
+from vlynx.metrics.benchmarks import (
+    LETTERS,
+    SQA3D_TYPES,
+    References,
+    get_benchmark,
+    music_avqa_type,
+    proficiency_class,
+    sqa3d_question_type,
+)
+from vlynx.metrics.choices import choice_letter
+from vlynx.metrics.report import ScoreReport
+from vlynx.progress import log, progress
+
+MULTIPLE_CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+PROFICIENCY_QUESTION = ("What is the proficiency level of the person demonstrating this task? Answer with one of: "
+                        "Novice, Early Expert, Intermediate Expert, Late Expert.")
+MEDIA_FIELDS = ("video", "audio", "depth")
+PREDICTIONS_FILE = "predictions.jsonl"
+
+
+class Generator(Protocol):
+    def generate(self, requests: list[dict[str, Any]]) -> list[str]: ...
+
+
+@dataclass
+class EvalItem:
+    """One question: its id, the request sent to the model, and the reference it is scored against."""
+
+    id: str
+    request: dict[str, Any]
+    reference: dict[str, Any]
+
+
+# ---------------------------------------------------------------- annotation -> requests
+
+def _turns(entry: dict[str, Any]) -> tuple[list[tuple[str, str]], str, str | None]:
+    """(earlier (question, answer) turns, last question, last answer or None) of one entry."""
+    conversations = entry.get("conversations")
+    if not conversations:
+        question = entry.get("question", entry.get("question_content", entry.get("question_text")))
+        if question is None:
+            raise ValueError("needs 'conversations' or a 'question' field")
+        answer = entry.get("answer")
+        return [], _strip_placeholder(str(question)), None if answer is None else str(answer)
+    history, question, answer = [], None, None
+    for turn in conversations:
+        role, value = turn.get("from"), str(turn.get("value", ""))
+        if role == "human":
+            if question is not None and answer is not None:
+                history.append((question, answer))
+            question, answer = _strip_placeholder(value), None
+        elif role == "gpt":
+            answer = value
+    if question is None:
+        raise ValueError("has no human turn")
+    return history, question, answer
+
+
+def _strip_placeholder(text: str) -> str:
+    return text.replace("<image>\n", "").replace("<image>", "").strip()
+
+
+def _reference(benchmark: str, entry: dict[str, Any], question: str, answer: str | None) -> dict[str, Any]:
+    def need(value: Any, what: str) -> Any:
+        if value is None:
+            raise ValueError(f"has no {what}")
+        return value
+
+    if benchmark == "scanqa":
+        answers = entry.get("answers") or [need(answer, "answer")]
+        return {"answers": [str(a) for a in answers]}
+    if benchmark == "avsd":
+        return {"answers": [need(answer, "answer (last gpt turn)")]}
+    if benchmark == "sqa3d":
+        kind = entry.get("type")
+        if isinstance(kind, int) or (isinstance(kind, str) and kind.isdigit()):
+            kind = SQA3D_TYPES[int(kind)]
+        elif kind is None:
+            # SQA3D prompts put the situation first, so prefer a separate 'question' field.
+            kind = sqa3d_question_type(str(entry.get("question", question)))
+        return {"answer": need(answer, "answer"), "type": kind}
+    if benchmark == "avqa":
+        choices = [str(c) for c in need(entry.get("multi_choice", entry.get("choices")), "'choices' list")]
+        letters = LETTERS[:len(choices)]
+        # The dataset's option index when present, else the gpt turn's text ("B", "B. violin").
+        label = entry.get("answer", answer)
+        if isinstance(label, int) or (isinstance(label, str) and label.strip().isdigit()):
+            letter = letters[int(label)]
+        else:
+            letter = choice_letter(str(need(label, "answer")), len(choices), choices)
+        return {"answer": need(letter, "answer naming an option"), "choices": choices}
+    if benchmark == "music-avqa":
+        group, kind = music_avqa_type(need(entry.get("type"), "'type' field"))
+        return {"answer": str(need(entry.get("anser", answer), "answer")), "group": group, "type": kind}
+    if benchmark == "egoexo-proficiency":
+        label = need(entry.get("proficiency_score", answer), "proficiency label")
+        return {"answer": need(proficiency_class(str(label)), "valid proficiency label")}
+    raise VlynxError(f"unknown benchmark {benchmark!r}")
+
+
+def _prompt(benchmark: str, entry: dict[str, Any], history: list[tuple[str, str]], question: str,
+            reference: dict[str, Any]) -> str:
+    if benchmark == "avqa":
+        options = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(reference["choices"]))
+        if all(f"{LETTERS[i]}." in question for i in range(len(reference["choices"]))):
+            options = ""  # the annotation already lists the options
+        return "\n".join(part for part in (question, options, MULTIPLE_CHOICE_INSTRUCTION) if part)
+    if benchmark == "avsd" and history:
+        lines = [f"Q: {q}\nA: {a}" for q, a in history]
+        return "\n".join(lines + [question])
+    if benchmark == "egoexo-proficiency" and not question:
+        return PROFICIENCY_QUESTION
+    return question
+
+
+def build_items(benchmark: str, data: str | Path, media_root: str | Path | None = None) -> list[EvalItem]:
+    """One `EvalItem` per annotation entry; media paths resolve against `media_root`
+    (default: the annotation file's folder). Raises VlynxError naming the entry on bad input."""
+    get_benchmark(benchmark)
+    data = Path(data)
+    root = Path(media_root) if media_root is not None else data.parent
+    items, seen = [], set()
+    for index, entry in enumerate(read_annotations(data)):
+        item_id = entry.get("id", entry.get("question_id"))
+        try:
+            if item_id is None:
+                raise ValueError("has no 'id'")
+            history, question, answer = _turns(entry)
+            reference = _reference(benchmark, entry, question, answer)
+        except (ValueError, TypeError, KeyError, IndexError) as error:
+            raise VlynxError(f"entry {index} ({item_id}) {error}", data) from error
+        item_id = str(item_id)
+        if item_id in seen:
+            raise VlynxError(f"id {item_id!r} appears more than once; ids must be unique", data)
+        seen.add(item_id)
+        if not entry.get("video"):
+            raise VlynxError(f"entry {index} ({item_id}) has no 'video'", data)
+        # Only the inputs the entry has: a bundle reads a left-out modality from the video
+        # (e.g. its audio track) and refuses inputs it has no adapter for.
+        request = {field: str(root / entry[field]) for field in MEDIA_FIELDS if entry.get(field)}
+        request["question"] = _prompt(benchmark, entry, history, question, reference)
+        items.append(EvalItem(item_id, request, reference))
+    if not items:
+        raise VlynxError("no entries to evaluate", data)
+    absent = [item.request[f] for item in items for f in MEDIA_FIELDS
+              if f in item.request and not Path(item.request[f]).exists()]
+    if absent:
+        raise VlynxError(f"{len(absent)} media files not found (check --media-root), e.g. {', '.join(absent[:3])}")
+    return items
+
+
+# ---------------------------------------------------------------- predictions file (resumable)
+
+def read_done(path: Path) -> dict[str, str]:
+    """Predictions already written by an earlier (possibly interrupted) run; a torn last line is dropped."""
+    if not path.exists():
+        return {}
+    done: dict[str, str] = {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[str(record["question_id"])] = str(record["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            if number == len(lines):
+                log.warning("%s: dropping an incomplete last line (interrupted run)", path)
+                _rewrite_jsonl(path, done)
+                break
+            raise VlynxError(f"line {number} is not a prediction record: {error}", path) from error
+    return done
+
+
+def _rewrite_jsonl(path: Path, predictions: dict[str, str]) -> None:
+    text = "".join(json.dumps({"question_id": k, "text": v}) + "\n" for k, v in predictions.items())
+    _write_atomic(path, text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temp, path)
+
+
+# ---------------------------------------------------------------- the stage
+
+def evaluate(model: Generator, benchmark: str, data: str | Path, out_dir: str | Path,
+             media_root: str | Path | None = None, batch_size: int = 1, meteor: bool = True) -> ScoreReport:
+    """Generate answers for every question of `data` not yet in `out_dir/predictions.jsonl`,
+    score all of them, and write `results.json` and `results.md` to `out_dir`. Returns the report."""
+    if batch_size < 1:
+        raise VlynxError("batch size must be at least 1")
+    spec = get_benchmark(benchmark)
+    items = build_items(benchmark, data, media_root)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    predictions_path = out_dir / PREDICTIONS_FILE
+    predictions = read_done(predictions_path)
+    pending = [item for item in items if item.id not in predictions]
+    if predictions:
+        log.info("resuming: %d of %d questions already answered", len(items) - len(pending), len(items))
+
+    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+    with predictions_path.open("a", encoding="utf-8") as file:
+        for batch in progress(batches, desc=f"eval {benchmark}", total=len(batches), unit="batch"):
+            answers = model.generate([dict(item.request) for item in batch])
+            if len(answers) != len(batch):
+                raise RuntimeError(f"model returned {len(answers)} answers for {len(batch)} requests")
+            for item, answer in zip(batch, answers):
+                predictions[item.id] = str(answer)
+                file.write(json.dumps({"question_id": item.id, "text": str(answer)}) + "\n")
+            # Flushed per batch so an interrupted run resumes from here.
+            file.flush()
+
+    references: References = {item.id: item.reference for item in items}
+    report = spec.score(references, predictions, meteor=meteor) if spec.caption_metrics else spec.score(references, predictions)
+    _write_atomic(out_dir / "results.json", report.to_json() + "\n")
+    _write_atomic(out_dir / "results.md", report.to_markdown())
+    return report
