@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from vlynx.cli import COMMANDS, build_parser, main
+from vlynx.cli import COMMANDS, build_parser, main, parse_args
 
 
 def test_every_command_has_help_text(capsys):
@@ -32,3 +32,12 @@ def test_user_errors_are_one_line_and_debug_shows_the_traceback(capsys, tmp_path
         assert "no such model directory" in str(error)
     else:
         raise AssertionError("--debug should re-raise")
+
+
+def test_global_flags_work_before_and_after_the_subcommand():
+    before = parse_args(["-q", "--debug", "params", "--model", "tiny"])
+    after = parse_args(["params", "--model", "tiny", "-q"])
+    neither = parse_args(["params", "--model", "tiny"])
+    assert (before.quiet, before.debug) == (True, True)
+    assert (after.quiet, after.debug) == (True, False)
+    assert (neither.quiet, neither.debug) == (False, False)

@@ -16,13 +16,25 @@ from vlynx.errors import VlynxError
 
 COMMANDS = (
     "vlynx.commands.params",
+    "vlynx.commands.miniworld",
+    "vlynx.commands.score",
+    "vlynx.commands.eval",
+    "vlynx.commands.reference",
+    "vlynx.commands.align",
+    "vlynx.commands.modalities",
+    "vlynx.commands.preview",
+    "vlynx.commands.tune", "vlynx.commands.answer",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --debug / -q work before or after the subcommand; SUPPRESS keeps a subcommand's
+    # default from overwriting a flag given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show full tracebacks and debug logs")
-    common.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors, no progress bars")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks and debug logs")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="only warnings and errors, no progress bars")
     parser = argparse.ArgumentParser(
         prog="vlynx",
         description="Extend a Video LLM to new modalities (audio, depth, fast motion, new views) "
@@ -36,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
+    args.debug = getattr(args, "debug", False)
+    args.quiet = getattr(args, "quiet", False)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "peft", "accelerate"):
