@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from vlynx.backbones import load_backbone, preset_config
 from vlynx.errors import VlynxError

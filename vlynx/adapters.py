@@ -12,7 +12,8 @@ only. Routing never changes which parameters train; `set_trainable` alone decide
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -130,6 +131,61 @@ def encode(backbone: Backbone, pixel_values: torch.Tensor, modality: str | None 
     """Frames (B, F, 3, S, S) -> LLM-input tokens (B, T, D), routed for `modality` (None: video)."""
     with route(backbone, modality):
         return backbone.encode_frames(pixel_values)
+
+
+# ----- adapters on disk ---------------------------------------------------------------
+_ADAPTER_CONFIG = "adapter_config.json"
+
+
+def find_adapter_dir(path: str | Path, name: str) -> Path:
+    """The PEFT adapter folder for `name` under `path`: `path` itself or its `name` subfolder."""
+    path = Path(path)
+    for candidate in (path / name, path):
+        if (candidate / _ADAPTER_CONFIG).is_file():
+            return candidate
+    raise VlynxError(f"no PEFT adapter for '{name}' here (expected {_ADAPTER_CONFIG} in this folder or in "
+                     f"its '{name}' subfolder)", path)
+
+
+def load_adapter(backbone: Backbone, directory: str | Path, name: str) -> None:
+    """Attach the PEFT adapter saved in `directory` as `name`, frozen, with V-LynX routing.
+
+    Vision adapters start inactive (routing turns them on per stream); `llm` is always on.
+    """
+    from peft import PeftModel
+
+    directory = Path(directory)
+    if name in adapter_names(backbone):
+        raise VlynxError(f"an adapter named '{name}' is already attached", directory)
+    flags = [(p, p.requires_grad) for p in backbone.model.parameters()]
+    try:
+        if backbone.peft_model is None:
+            backbone.peft_model = PeftModel.from_pretrained(backbone.model, str(directory), adapter_name=name)
+        else:
+            backbone.peft_model.load_adapter(str(directory), adapter_name=name)
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        raise VlynxError(f"cannot load adapter '{name}' ({error.__class__.__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})", directory) from error
+    if name not in adapter_names(backbone):
+        raise VlynxError(f"adapter '{name}' matched no layer of this model (saved for another architecture?)",
+                         directory)
+    # PEFT activates whatever it loaded first, everywhere; restore V-LynX's rule and earlier trainability.
+    for layer in _lora_layers(backbone.model):
+        _activate(layer, LLM_ADAPTER if LLM_ADAPTER in layer.lora_A else None)
+    for parameter, flag in flags:
+        parameter.requires_grad = flag
+    for layer in _lora_layers(backbone.model):
+        if name in layer.lora_A:
+            for parameter in _adapter_parameters(layer, name):
+                parameter.requires_grad = False
+
+
+def save_adapters(backbone: Backbone, directory: str | Path, names: Sequence[str] | None = None) -> None:
+    """Write adapters `names` (default: all) in PEFT format, one subfolder per adapter."""
+    if backbone.peft_model is None:
+        raise VlynxError("the model has no adapters to save")
+    names = list(names) if names is not None else adapter_names(backbone)
+    backbone.peft_model.save_pretrained(str(directory), selected_adapters=names)
 
 
 def _lora_layers(module: nn.Module) -> list[nn.Module]:

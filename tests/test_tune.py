@@ -1,0 +1,173 @@
+"""Instruction tuning on a tiny model: over-fitting, frozen vision adapters, resume, bundle round trip."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vlynx.adapters import add_vision_adapter
+from vlynx.backbones import load_backbone, preset_config
+from vlynx.backbones.tiny import build_word_tokenizer
+from vlynx.bundle import VLynx
+from vlynx.errors import VlynxError
+from vlynx.media import read_video, write_video
+from vlynx.tune import TuneConfig, tune
+
+# (video colour, question, answer): the tiny model must learn each answer
+EXAMPLES = [
+    ((220, 30, 30), "what colour is the ball ?", "red ball"),
+    ((30, 200, 40), "which sound do you hear ?", "a loud drum"),
+    ((40, 40, 230), "what is it doing now ?", "blue bird sings"),
+]
+WORDS = " ".join(f"{q} {a}" for _, q, a in EXAMPLES)
+FRAMES = 2
+
+
+class Negative:
+    """A stand-in modality transform: the video's frames with inverted colours."""
+
+    def frames(self, source, num_frames, timestamps=None):
+        return 255 - read_video(source, num_frames).frames
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny checkpoint with a word tokenizer, three clips, their annotations and an aligned 'negative' adapter."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    root = tmp_path_factory.mktemp("tune-world")
+    torch.manual_seed(3)
+    model = LlavaOnevisionForConditionalGeneration(preset_config("tiny"))
+    with torch.no_grad():  # a pretrained LLM's output head is far larger than the random init's (std 0.02)
+        model.lm_head.weight.normal_(0, 0.3)
+    model.save_pretrained(root / "model")
+    build_word_tokenizer([WORDS]).save_pretrained(root / "model")
+    entries = []
+    for index, (colour, question, answer) in enumerate(EXAMPLES):
+        frames = np.zeros((4, 32, 32, 3), np.uint8)
+        frames[:] = colour
+        frames[:, 8:24, 8 + index * 4:16 + index * 4] = 255  # a white square whose place differs per clip
+        write_video(root / "media" / f"clip{index}.mp4", frames, fps=4)
+        entries.append({"id": f"c{index}", "video": f"clip{index}.mp4",
+                        "conversations": [{"from": "human", "value": f"<image>\n{question}"},
+                                          {"from": "gpt", "value": answer}]})
+    (root / "data.json").write_text(json.dumps(entries))
+    # an "aligned" vision adapter as the alignment stage saves it: one PEFT subfolder per adapter
+    backbone = load_backbone(root / "model")
+    add_vision_adapter(backbone, "negative")
+    with torch.no_grad():
+        for key, parameter in backbone.model.named_parameters():
+            if ".negative." in key and "lora_B" in key:
+                parameter.normal_(0, 0.05, generator=torch.Generator().manual_seed(7))
+    backbone.peft_model.save_pretrained(root / "aligned")
+    return root
+
+
+def config(world, out, **overrides):
+    settings = dict(model=str(world / "model"), data=str(world / "data.json"), media_root=str(world / "media"),
+                    out=str(out), modalities=["negative"], vision_adapters=[str(world / "aligned")], frames=FRAMES,
+                    lr=1e-2, batch_size=3, max_steps=40, warmup=0.0, logging_steps=5, save_steps=1000,
+                    llm_rank=16, llm_alpha=32)
+    settings.update(overrides)
+    return TuneConfig(**settings)
+
+
+def adapter_weights(backbone, name):
+    return {k: v.detach().clone() for k, v in backbone.model.named_parameters() if f".{name}." in k}
+
+
+@pytest.fixture(scope="module")
+def tuned(world):
+    return tune(config(world, world / "bundle"), transforms={"negative": Negative()})
+
+
+def test_tiny_model_overfits_and_answers_the_trained_answers(world, tuned):
+    assert tuned.steps == 40
+    assert tuned.losses[0] > 1.0  # the untrained model does not know the answers
+    assert tuned.losses[-1] < 0.05
+    model = VLynx.from_pretrained(tuned.bundle, transforms={"negative": Negative()})
+    for index, (_, question, answer) in enumerate(EXAMPLES):
+        assert model.answer(video=world / "media" / f"clip{index}.mp4", question=question) == answer
+
+
+def test_vision_adapter_stays_frozen_and_is_saved_unchanged(world, tuned):
+    from peft import PeftModel
+
+    aligned = load_backbone(world / "model")
+    aligned.peft_model = PeftModel.from_pretrained(aligned.model, str(world / "aligned" / "negative"),
+                                                   adapter_name="negative")
+    model = VLynx.from_pretrained(tuned.bundle, transforms={"negative": Negative()})
+    before, after = adapter_weights(aligned, "negative"), adapter_weights(model.backbone, "negative")
+    assert before.keys() == after.keys() and before
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    manifest = json.loads((tuned.bundle / "vlynx_bundle.json").read_text())
+    assert manifest["modalities"] == ["negative"]
+    assert manifest["num_frames"] == FRAMES
+    assert manifest["base_model"] == str((world / "model").resolve())
+    assert set(manifest["adapters"]) == {"negative", "llm"}
+    assert json.loads((tuned.bundle / "tune_config.json").read_text())["lr"] == 1e-2
+
+
+def test_reloaded_bundle_generates_identically_and_batches_match_single(world, tuned, tmp_path):
+    model = VLynx.from_pretrained(tuned.bundle, transforms={"negative": Negative()})
+    requests = [{"video": world / "media" / f"clip{i}.mp4", "question": q} for i, (_, q, _) in enumerate(EXAMPLES)]
+    # a different question so the batch has prompts of different lengths (left padding at work)
+    requests.append({"video": world / "media" / "clip0.mp4", "question": "which ball ?"})
+    batched = model.generate(requests, max_new_tokens=6)
+    single = [model.generate([r], max_new_tokens=6)[0] for r in requests]
+    assert batched == single
+    model.save_pretrained(tmp_path / "copy")
+    again = VLynx.from_pretrained(tmp_path / "copy", transforms={"negative": Negative()})
+    assert again.generate(requests, max_new_tokens=6) == batched
+
+
+def test_resume_continues_exactly_where_training_stopped(world, tmp_path):
+    overrides = dict(max_steps=4, save_steps=2, batch_size=1, logging_steps=1)
+    whole = tune(config(world, tmp_path / "whole", **overrides), transforms={"negative": Negative()})
+    parted = config(world, tmp_path / "parted", **overrides)
+    tune(parted, transforms={"negative": Negative()})
+    import shutil
+
+    shutil.rmtree(tmp_path / "parted" / "checkpoints" / "checkpoint-4")  # as if stopped after step 2
+    resumed = tune(config(world, tmp_path / "parted", resume=True, **overrides), transforms={"negative": Negative()})
+    assert resumed.steps == 4
+    first = VLynx.from_pretrained(whole.bundle, transforms={"negative": Negative()})
+    second = VLynx.from_pretrained(resumed.bundle, transforms={"negative": Negative()})
+    a, b = adapter_weights(first.backbone, "llm"), adapter_weights(second.backbone, "llm")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+    assert not all(torch.equal(a[k], torch.zeros_like(a[k])) for k in a if "lora_B" in k)  # it did train
+
+
+def test_no_alignment_ablation_trains_a_fresh_vision_adapter(world, tmp_path):
+    result = tune(config(world, tmp_path / "ablation", vision_adapters=[], train_vision_adapter=True, max_steps=2,
+                         batch_size=1, vision_rank=4, vision_alpha=8), transforms={"negative": Negative()})
+    model = VLynx.from_pretrained(result.bundle, transforms={"negative": Negative()})
+    lora_b = [v for k, v in adapter_weights(model.backbone, "negative").items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # PEFT starts B at zero: non-zero means it trained
+    assert lora_b[0].shape[1] == 4
+
+
+def test_modality_without_adapter_is_a_clear_error(world, tmp_path):
+    with pytest.raises(VlynxError, match="no vision adapter for modality 'negative'"):
+        tune(config(world, tmp_path / "x", vision_adapters=[]), transforms={"negative": Negative()})
+    with pytest.raises(VlynxError, match="no checkpoint to resume from"):
+        tune(config(world, tmp_path / "y", resume=True), transforms={"negative": Negative()})
+
+
+def test_alignment_record_supplies_settings_and_reference_fingerprint(world, tmp_path):
+    import shutil
+
+    direct = tmp_path / "align-out"  # `vlynx align` layout: the folder is the adapter, plus its run record
+    shutil.copytree(world / "aligned" / "negative", direct)
+    record = {"stage": "align", "adapter_name": "negative", "config": {"modality_settings": {"strength": 3}},
+              "reference": {"fingerprint": {"model": "tiny", "frames": 2}}}
+    (direct / "vlynx_align_run.json").write_text(json.dumps(record))
+    result = tune(config(world, tmp_path / "b", vision_adapters=[str(direct)], max_steps=1, batch_size=1),
+                  transforms={"negative": Negative()})
+    manifest = json.loads((result.bundle / "vlynx_bundle.json").read_text())
+    assert manifest["modality_settings"] == {"negative": {"strength": 3}}
+    assert manifest["reference_fingerprint"] == {"negative": {"model": "tiny", "frames": 2}}
