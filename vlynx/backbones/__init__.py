@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+SHIPPED_CHECKPOINTS = {"miniworld": "miniworld/checkpoint"}  # name -> folder under vlynx/
 _BACKBONES: dict[str, type[Backbone]] = {}
 _plugins_loaded = False
 
@@ -76,6 +77,7 @@ def load_backbone(
     empty: bool = False,
     seed: int = 0,
     trust_remote_code: bool = False,
+    language_model: bool = True,
 ) -> Backbone:
     """Load a backbone from a preset name, a hub id or a local checkpoint directory.
 
@@ -83,10 +85,15 @@ def load_backbone(
     enough for shapes and parameter counts. Presets without `empty` are randomly
     initialised from `seed` (useful for tests and benchmarks); checkpoints load their
     weights with `from_pretrained`, exactly as for any Hugging Face model.
+    `language_model=False` materialises only the vision encoder and projector: the LLM
+    (and output head) stays on the meta device and its weights are never allocated or
+    read (encoder-only stages; random presets then get their own seeded encoder weights).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     source = str(name_or_path)
+    if source in SHIPPED_CHECKPOINTS:  # names of checkpoints shipped inside the package
+        source = str(Path(__file__).resolve().parent.parent / SHIPPED_CHECKPOINTS[source])
     if source in preset_names():
         config, tokenizer, pretrained = preset_config(source), None, False
     else:
@@ -103,7 +110,9 @@ def load_backbone(
         tokenizer, pretrained = (None if empty else _load_tokenizer(source, trust_remote_code)), not empty
 
     cls = _backbone_class(config.model_type, source)
-    if empty:
+    if not language_model and not empty:
+        model = _load_without_language_model(cls, source, config, pretrained, device, dtype, seed, trust_remote_code)
+    elif empty:
         with torch.device("meta"):
             model = AutoModelForImageTextToText.from_config(config, trust_remote_code=trust_remote_code)
     elif pretrained:
@@ -116,6 +125,58 @@ def load_backbone(
             model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32).to(device)
     model.eval()
     return cls(model, tokenizer, source)
+
+
+def _load_without_language_model(cls, source, config, pretrained, device, dtype, seed, trust_remote_code):
+    """The model with a zero-layer, one-word stand-in LLM while loading, then the real LLM on meta."""
+    import copy
+
+    from transformers import AutoModelForImageTextToText
+
+    small = copy.deepcopy(config)
+    small.text_config.num_hidden_layers, small.text_config.vocab_size = 0, 1
+    small.text_config.pad_token_id = None
+    if hasattr(small.text_config, "layer_types"):
+        small.text_config.layer_types = []
+    if pretrained:
+        # LLM tensors of the checkpoint have other shapes or no place here: transformers skips them unread.
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the skipped LLM tensors are expected, not worth a report
+        try:
+            model, info = AutoModelForImageTextToText.from_pretrained(
+                source, config=small, dtype=dtype or "auto", trust_remote_code=trust_remote_code,
+                ignore_mismatched_sizes=True, output_loading_info=True)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        backbone = cls(model, None, source)
+        llm_names = {f"{n}." for n, m in model.named_modules() if m is backbone.language_model
+                     or m is model.get_output_embeddings()}
+        missing = [k for k in [*info["missing_keys"], *(m[0] if isinstance(m, tuple) else m
+                                                       for m in info["mismatched_keys"])]
+                   if not any(k.startswith(prefix) for prefix in llm_names)]
+        if missing:
+            raise VlynxError(f"checkpoint lacks encoder/projector weights: {', '.join(sorted(missing)[:5])}", source)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = AutoModelForImageTextToText.from_config(small, dtype=dtype or torch.float32)
+    model = model.to(device)
+    with torch.device("meta"):
+        full = AutoModelForImageTextToText.from_config(config, dtype=model.dtype, trust_remote_code=trust_remote_code)
+    # Swap the stand-in LLM and head for the real (meta) ones, by their place in the module tree.
+    full_backbone, backbone = cls(full, None, source), cls(model, None, source)
+    swaps = [(backbone.language_model, full_backbone.language_model),
+             (model.get_output_embeddings(), full.get_output_embeddings())]
+    for old, new in swaps:
+        name = next(n for n, m in model.named_modules() if m is old)
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent), leaf, new)
+    for module in model.modules():
+        if getattr(module, "config", None) is small:
+            module.config = full.config
+    return model
 
 
 def _load_tokenizer(source: str, trust_remote_code: bool) -> Any | None:

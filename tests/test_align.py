@@ -1,0 +1,189 @@
+"""The alignment stage end to end on a tiny checkpoint and synthetic videos."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vlynx.align import AlignConfig, run_alignment
+from vlynx.errors import VlynxError
+
+MODALITY = "egocentric"  # frames as they are: synthetic mp4s are valid inputs
+
+
+def _clips(directory, count, seed, shift=0):
+    from vlynx.media.video import write_video
+
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        base = rng.integers(0, 255, size=(1, 32, 32, 3))
+        frames = np.clip(base + rng.integers(-20, 20, size=(4, 32, 32, 3)) + shift, 0, 255).astype(np.uint8)
+        write_video(directory / f"clip{index}.mp4", frames, fps=4)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def world(tiny_checkpoint, tmp_path_factory):
+    """Reference videos, differently distributed modality inputs, and the reference statistics file."""
+    from vlynx.backbones import load_backbone
+    from vlynx.reference import compute_reference, save_reference, video_sources
+
+    root = tmp_path_factory.mktemp("align-world")
+    videos = _clips((root / "videos"), 4, seed=0)
+    inputs = _clips((root / "inputs"), 4, seed=1, shift=60)
+    backbone = load_backbone(tiny_checkpoint)
+    reference = compute_reference(backbone, video_sources([videos]), frames_per_video=2)
+    path = save_reference(reference, root / "ref.safetensors")
+    return {"root": root, "inputs": inputs, "reference": path, "checkpoint": tiny_checkpoint}
+
+
+def _config(world, out, **overrides):
+    settings = dict(model=str(world["checkpoint"]), modality=MODALITY, data=str(world["inputs"]),
+                    reference=str(world["reference"]), out=str(out), lora_rank=4, lora_alpha=8, lora_dropout=0.0,
+                    batch_size=2, lr=5e-3, logging_steps=1, save_steps=1000, seed=0)
+    settings.update(overrides)
+    return AlignConfig(**settings)
+
+
+def test_llm_is_never_allocated(tiny_checkpoint):
+    from vlynx.backbones import load_backbone
+
+    full = load_backbone(tiny_checkpoint)
+    encoder_only = load_backbone(tiny_checkpoint, language_model=False)
+    llm = list(encoder_only.language_model.parameters()) + list(encoder_only.model.get_output_embeddings().parameters())
+    assert llm and all(p.is_meta for p in llm)  # architecture kept, no storage
+    assert [p.shape for p in encoder_only.language_model.parameters()] == [p.shape for p in full.language_model.parameters()]
+    others = [p for n, p in encoder_only.model.named_parameters() if not p.is_meta]
+    assert sum(p.numel() for p in others) == sum(p.numel() for p in full.vision_tower.parameters()) + sum(
+        p.numel() for p in full.projector.parameters()) + full.llm_hidden_size  # + image_newline
+    assert encoder_only.fingerprint() == full.fingerprint()  # same weights digest: references stay valid
+    pixels = torch.randn(1, 2, 3, 32, 32)
+    assert torch.equal(encoder_only.encode_frames(pixels), full.encode_frames(pixels))
+
+
+def test_alignment_lowers_loss_writes_peft_adapter_and_keeps_video_path(world, tmp_path):
+    from peft import PeftModel
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from vlynx.adapters import encode
+    from vlynx.backbones import load_backbone
+
+    out = tmp_path / "adapter"
+    result = run_alignment(_config(world, out, max_steps=30))
+    assert result.steps == 30
+    record = json.loads((out / "vlynx_align_run.json").read_text())
+    history = [e for e in record["final_losses"]]
+    assert set(history) == {"loss", "loss_attn", "loss_dist"}
+    assert record["reference"]["fingerprint"] == load_backbone(world["checkpoint"], language_model=False).fingerprint()
+    assert AlignConfig.from_yaml(out / "vlynx_align.yaml") == _config(world, out, max_steps=30)
+    assert not any(p.name.startswith(".adapter") for p in tmp_path.iterdir())  # no staging leftovers
+
+    # Loss went down: the same batch evaluated with the initial (zero) and the trained adapter.
+    from vlynx.align import AlignmentModel, ModalityFrames, alignment_inputs
+    from vlynx.modalities import get_modality
+    from vlynx.reference import load_reference
+
+    base = load_backbone(world["checkpoint"], language_model=False)
+    reference = load_reference(world["reference"], base)
+    dataset = ModalityFrames(alignment_inputs(world["inputs"], MODALITY), get_modality(MODALITY), base, 2)
+    pixels = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
+    trained = load_backbone(world["checkpoint"], language_model=False)
+    trained.peft_model = PeftModel.from_pretrained(trained.model, out, adapter_name=MODALITY)
+    settings = _config(world, out).loss_settings()
+    from vlynx.adapters import add_vision_adapter, LoraSettings
+
+    add_vision_adapter(base, MODALITY, LoraSettings(4, 8, 0.0))
+    with torch.no_grad():
+        before = AlignmentModel(base, MODALITY, reference, settings)(pixels)
+        after = AlignmentModel(trained, MODALITY, reference, settings)(pixels)
+    assert after["loss"] < 0.8 * before["loss"], (before, after)
+
+    # Plain peft: the adapter loads onto the HF model; with adapters disabled video tokens are bit-identical.
+    hf_model = LlavaOnevisionForConditionalGeneration.from_pretrained(world["checkpoint"])
+    reference_tokens = hf_model.model.get_video_features(pixel_values_videos=pixels).pooler_output
+    peft_model = PeftModel.from_pretrained(hf_model, out, adapter_name=MODALITY)
+    with torch.no_grad():
+        adapted = peft_model.base_model.model.model.get_video_features(pixel_values_videos=pixels).pooler_output
+        with peft_model.disable_adapter():
+            video = peft_model.base_model.model.model.get_video_features(pixel_values_videos=pixels).pooler_output
+        routed = encode(trained, pixels, MODALITY)
+        video_routed = encode(trained, pixels, None)
+    assert torch.equal(video, reference_tokens) and torch.equal(video_routed, reference_tokens)
+    assert not torch.allclose(adapted, reference_tokens)
+    torch.testing.assert_close(routed, adapted)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(world, tmp_path):
+    from transformers import TrainerCallback
+
+    class Interrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    common = dict(max_steps=8, save_steps=3, lora_dropout=0.05)  # dropout: the RNG state must resume too
+    run_alignment(_config(world, tmp_path / "straight", **common))
+    interrupted = _config(world, tmp_path / "resumed", **common)
+    with pytest.raises(KeyboardInterrupt):
+        run_alignment(interrupted, callbacks=[Interrupt()])
+    assert not (tmp_path / "resumed").exists()  # nothing half-written
+    assert (tmp_path / "resumed.checkpoints" / "checkpoint-3").is_dir()
+    with pytest.raises(VlynxError, match="--resume"):
+        run_alignment(interrupted)
+    run_alignment(_config(world, tmp_path / "resumed", resume=True, **common))
+    straight = load_file(tmp_path / "straight" / "adapter_model.safetensors")
+    resumed = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
+    assert set(straight) == set(resumed) and straight
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=1e-5, atol=1e-6)
+    assert any(t.abs().sum() > 0 for n, t in straight.items() if "lora_B" in n)  # it did train
+
+
+def test_reference_of_another_model_is_refused(world, tmp_path):
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from vlynx.backbones import preset_config
+
+    other = tmp_path / "other-model"
+    torch.manual_seed(7)
+    LlavaOnevisionForConditionalGeneration(preset_config("tiny")).save_pretrained(other)
+    with pytest.raises(VlynxError, match="different model"):
+        run_alignment(_config(world, tmp_path / "out", model=str(other), max_steps=1))
+
+
+def test_cli_config_file_and_flag_overrides(world, tmp_path, capsys):
+    import yaml
+
+    from vlynx.cli import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "model": str(world["checkpoint"]), "modality": MODALITY, "data": str(world["inputs"]),
+        "reference": str(world["reference"]), "lora_rank": 2, "lora_dropout": 0.0, "max_steps": 50, "lr": 1e-3,
+    }))
+    out = tmp_path / "cli-adapter"
+    code = main(["align", "--config", str(recipe), "--out", str(out), "--max-steps", "2", "--no-dist",
+                 "--attn-loss", "mse", "--set", "logging_steps=1"])
+    assert code == 0
+    saved = AlignConfig.from_yaml(out / "vlynx_align.yaml")
+    assert (saved.max_steps, saved.no_dist, saved.attn_loss, saved.lora_rank, saved.lr, saved.logging_steps) == (
+        2, True, "mse", 2, 1e-3, 1)
+    record = json.loads((out / "vlynx_align_run.json").read_text())
+    assert record["steps"] == 2 and record["final_losses"]["loss_dist"] == 0.0
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 2
+    assert main(["align", "--config", str(recipe), "--out", str(out)]) == 2  # exists, no --overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_shipped_recipe_is_a_valid_config():
+    from pathlib import Path
+
+    recipe = Path(__file__).parent.parent / "vlynx" / "recipes" / "align_audio.yaml"
+    config = AlignConfig.from_yaml(recipe)
+    assert (config.modality, config.lambda_dist, config.lora_rank, config.lora_alpha) == ("audio", 0.01, 64, 128)
+    with pytest.raises(VlynxError, match="unknown setting"):
+        config.updated({"lamda_dist": 0.1})

@@ -1,0 +1,402 @@
+"""Interface alignment stage (`vlynx align`): train one modality's vision LoRA on unlabeled inputs.
+
+Top to bottom (DESIGN.md §2, eq. 4-9):
+
+1. `AlignConfig`: every setting of a run; loadable from YAML, saved beside the output;
+2. load the vision encoder and projector only (the LLM stays on the meta device), check the
+   reference statistics were computed for this model, attach the modality's vision LoRA;
+3. `AlignmentModel`: the encoder + projector as one `nn.Module` whose forward returns the
+   V-LynX losses (`vlynx.losses.alignment_losses`) for a batch of modality frames;
+4. HF `Trainer` runs the loop (AdamW, warm-up + cosine decay, bf16 on GPU, gradient
+   accumulation, checkpoints holding only the LoRA weights, resume), so `accelerate launch`,
+   torchrun and DeepSpeed work unchanged;
+5. the adapter is written in PEFT format with the config and a JSON run record, atomically.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlynx.backbones.base import Backbone
+from vlynx.errors import VlynxError
+from vlynx.losses import AlignmentLossSettings, alignment_losses
+from vlynx.progress import log
+
+CONFIG_NAME = "vlynx_align.yaml"
+RECORD_NAME = "vlynx_align_run.json"
+CHECKPOINT_WEIGHTS = "alignment_lora.safetensors"
+
+
+@dataclass
+class AlignConfig:
+    """Settings of one alignment run (defaults: the authors' released code, DESIGN.md §2, §4)."""
+
+    model: str = ""
+    modality: str = ""
+    data: str = ""
+    reference: str = ""
+    out: str = ""
+    modality_settings: dict[str, Any] = field(default_factory=dict)
+    media_root: str | None = None
+    frames: int | None = None  # None: the reference's frames per video
+    # losses (eq. 6, 8, 9)
+    lambda_dist: float = 0.01
+    attn_loss: str = "l1"
+    dist_loss: str = "l2norm"
+    no_attn: bool = False
+    no_dist: bool = False
+    stop_grad_reference: bool = False
+    all_queries: bool = False  # default: only the queries at positions kept by 2x pooling
+    before_out_proj: bool = False  # default: compare after the layer's (adapted) out_proj
+    # vision LoRA (DESIGN.md §4)
+    lora_rank: int = 64
+    lora_alpha: float = 128.0
+    lora_dropout: float = 0.05
+    # optimisation
+    epochs: float = 1.0
+    max_steps: int | None = None  # overrides epochs
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    batch_size: int = 1
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    bf16: bool | None = None  # None: on when a CUDA GPU is used
+    seed: int = 0
+    workers: int = 0
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int | None = 2
+    checkpoint_dir: str | None = None  # default: OUT.checkpoints beside the output
+    resume: bool = False
+    overwrite: bool = False
+    skip_bad_items: bool = False  # default: an unreadable input stops the run (path + reason)
+    deepspeed: str | None = None
+    trust_remote_code: bool = False
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> AlignConfig:
+        """A config from a YAML mapping of field names (unknown keys are an error)."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise VlynxError("config file not found", path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise VlynxError(f"invalid YAML ({error})", path) from error
+        if not isinstance(raw, dict):
+            raise VlynxError("expected a mapping of settings", path)
+        return cls().updated(raw, source=path)
+
+    def updated(self, overrides: dict[str, Any], source: str | Path | None = None) -> AlignConfig:
+        """A copy with `overrides` (field name -> value) applied; unknown names are an error."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise VlynxError(f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})", source)
+        return dataclasses.replace(self, **overrides)
+
+    def loss_settings(self) -> AlignmentLossSettings:
+        try:
+            return AlignmentLossSettings(
+                attn_loss=self.attn_loss, dist_loss=self.dist_loss, lambda_dist=self.lambda_dist,
+                use_attn=not self.no_attn, use_dist=not self.no_dist,
+                stop_grad_reference=self.stop_grad_reference, pooled_queries=not self.all_queries,
+                after_out_proj=not self.before_out_proj)
+        except ValueError as error:
+            raise VlynxError(str(error)) from error
+
+    def check(self) -> None:
+        for name in ("model", "modality", "data", "reference", "out"):
+            if not getattr(self, name):
+                raise VlynxError(f"'{name}' is required (flag --{name} or the config file)")
+        if self.frames is not None and self.frames < 1:
+            raise VlynxError("frames must be >= 1")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.lora_rank < 1:
+            raise VlynxError("batch size, gradient accumulation and LoRA rank must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise VlynxError("max_steps must be >= 1")
+        self.loss_settings()
+
+
+@dataclass
+class AlignResult:
+    out: Path
+    final_losses: dict[str, float]
+    steps: int
+
+
+# ----- data ------------------------------------------------------------------------------------------
+def alignment_inputs(spec: str | Path, modality: str, media_root: str | Path | None = None) -> list[Path]:
+    """Modality inputs named by DIR | LIST.txt | ANNOT.json[l].
+
+    In an annotation file each entry's `modality` field is used, else its `video` (audio comes
+    from a video's own track); a folder lists audio/video files, or sub-folders for depth scenes.
+    """
+    from vlynx.inputs import AUDIO_SUFFIXES, VIDEO_SUFFIXES, list_media, read_annotations
+
+    spec = Path(spec)
+    if spec.suffix in (".json", ".jsonl") and spec.is_file():
+        root = Path(media_root) if media_root is not None else spec.parent
+        names = [entry.get(modality) or entry.get("video") for entry in read_annotations(spec)]
+        paths = [Path(n) if Path(n).is_absolute() else root / n for n in names if n]
+    else:
+        suffixes = {"audio": AUDIO_SUFFIXES | VIDEO_SUFFIXES, "depth": set()}.get(modality, VIDEO_SUFFIXES)
+        paths = list_media(spec, field=modality, suffixes=suffixes, media_root=media_root)
+    if not paths:
+        raise VlynxError(f"no {modality} inputs found", spec)
+    return paths
+
+
+class ModalityFrames(torch.utils.data.Dataset):
+    """Item i: {"pixel_values": (F * images_per_frame, 3, S, S)} of input i through the modality transform."""
+
+    def __init__(self, paths: Sequence[Path], modality: Any, backbone: Backbone, num_frames: int,
+                 skip_bad_items: bool = False) -> None:
+        self.paths, self.modality, self.num_frames = list(paths), modality, num_frames
+        self.preprocess, self.skip_bad_items = backbone.preprocess_frames, skip_bad_items
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        for attempt in range(len(self.paths)):
+            path = self.paths[(index + attempt) % len(self.paths)]
+            try:
+                return {"pixel_values": self.preprocess(self.modality.frames(path, self.num_frames))}
+            except VlynxError as error:
+                if not self.skip_bad_items:
+                    raise VlynxError(f"cannot read alignment input ({error})", path) from error
+                # Deterministic stand-in (the next input) keeps batch shapes and resume order intact.
+                log.warning("skipping unreadable input %s: %s", path, error)
+        raise VlynxError("no alignment input is readable", self.paths[0].parent)
+
+
+# ----- the trained module ----------------------------------------------------------------------------
+class AlignmentModel(nn.Module):
+    """Vision encoder + projector of `backbone` whose forward returns the alignment losses.
+
+    Only the encoder and projector are registered submodules, so `Trainer`, DDP and DeepSpeed
+    see neither the (meta) LLM nor anything else outside this stage.
+    """
+
+    def __init__(self, backbone: Backbone, modality: str, reference: Any,
+                 settings: AlignmentLossSettings, images_per_frame: int = 1) -> None:
+        super().__init__()
+        self.encoder = backbone.vision_tower
+        self.projector = backbone.projector
+        self._backbone = (backbone,)  # a tuple: not registered as a submodule
+        self.modality, self.settings, self.images_per_frame = modality, settings, images_per_frame
+        device = backbone.device
+        # (layers, heads, positions, head_dim), eq. (2); (D_llm,), eq. (3)
+        self.register_buffer("reference_keys", reference.keys.to(device, torch.float32), persistent=False)
+        self.register_buffer("reference_values", reference.values.to(device, torch.float32), persistent=False)
+        self.register_buffer("token_mean", reference.token_mean.to(device, torch.float32), persistent=False)
+        self.register_buffer("token_var", reference.token_var.to(device, torch.float32), persistent=False)
+
+    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        return alignment_losses(
+            self._backbone[0], self.modality, pixel_values, self.reference_keys, self.reference_values,
+            self.token_mean, self.token_var, self.settings, self.images_per_frame)
+
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        """The trainable (LoRA) weights, by parameter name."""
+        return {name: p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class AlignmentTrainer(Trainer):
+        """Trainer whose loss is the V-LynX alignment loss and whose checkpoints hold only the LoRA."""
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self._component_sums: dict[str, torch.Tensor] = {}
+            self._component_count = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            losses = model(inputs["pixel_values"])
+            for name in ("attn", "dist"):
+                total = self._component_sums.get(name)
+                self._component_sums[name] = losses[name] if total is None else total + losses[name]
+            self._component_count += 1
+            return (losses["loss"], losses) if return_outputs else losses["loss"]
+
+        def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+            if "loss" in logs and self._component_count:
+                for name, total in self._component_sums.items():
+                    logs[f"loss_{name}"] = round(float(total) / self._component_count, 6)
+                self._component_sums, self._component_count = {}, 0
+            super().log(logs, start_time)
+
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            from safetensors.torch import save_file
+
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            if self.args.should_save:
+                state = {k: v.contiguous().cpu() for k, v in self.accelerator.unwrap_model(self.model).lora_state().items()}
+                save_file(state, os.path.join(output_dir, CHECKPOINT_WEIGHTS), metadata={"format": "pt"})
+
+        def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+            from safetensors.torch import load_file
+
+            model = self.accelerator.unwrap_model(model or self.model)
+            path = os.path.join(resume_from_checkpoint, CHECKPOINT_WEIGHTS)
+            if not os.path.isfile(path):
+                raise VlynxError("checkpoint has no alignment LoRA weights", path)
+            state = load_file(path)
+            expected = model.lora_state()
+            if set(state) != set(expected):
+                raise VlynxError("checkpoint belongs to a different adapter layout (other modality or rank?)", path)
+            with torch.no_grad():
+                for name, tensor in expected.items():
+                    tensor.copy_(state[name].to(tensor.device, tensor.dtype))
+
+    return AlignmentTrainer
+
+
+# ----- the stage -------------------------------------------------------------------------------------
+def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult:
+    """Train `config.modality`'s vision LoRA against the reference statistics; write the adapter to `config.out`.
+
+    Returns the output directory, the final logged losses and the number of optimiser steps.
+    `callbacks` are extra `transformers.TrainerCallback`s.
+    """
+    from transformers import TrainingArguments, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from vlynx.adapters import LoraSettings, add_vision_adapter, set_trainable
+    from vlynx.backbones import load_backbone
+    from vlynx.modalities import get_modality
+    from vlynx.reference import load_reference
+
+    config.check()
+    out = Path(config.out)
+    if out.exists() and not config.overwrite and not config.resume:
+        raise VlynxError("output already exists (pass --overwrite to replace it)", out)
+    checkpoint_dir = Path(config.checkpoint_dir or f"{out}.checkpoints")
+    if checkpoint_dir.exists() and any(checkpoint_dir.glob("checkpoint-*")) and not config.resume:
+        if not config.overwrite:
+            raise VlynxError("holds checkpoints of an earlier run: pass --resume to continue or --overwrite", checkpoint_dir)
+        shutil.rmtree(checkpoint_dir)
+    modality = get_modality(config.modality, **config.modality_settings)
+    paths = alignment_inputs(config.data, config.modality, config.media_root)
+
+    use_cuda = torch.cuda.is_available()
+    bf16 = use_cuda if config.bf16 is None else config.bf16
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction of the total steps
+        max_grad_norm=config.max_grad_norm,
+        optim="adamw_torch",
+        bf16=bf16,
+        use_cpu=not use_cuda,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        dataloader_num_workers=config.workers,
+        remove_unused_columns=False,
+        report_to="none",
+        ddp_find_unused_parameters=False,
+        deepspeed=config.deepspeed,
+        disable_tqdm=not log.isEnabledFor(20),
+    )
+
+    # Encoder + projector only: the LLM is never allocated (a 7B backbone aligns in encoder memory).
+    backbone = load_backbone(config.model, device=args.device, dtype=torch.float32,
+                             trust_remote_code=config.trust_remote_code, language_model=False)
+    # Checked on the base model, before the LoRA exists (reference statistics are base-model statistics).
+    reference = load_reference(config.reference, backbone)
+    frames = config.frames or reference.frames_per_video
+    set_seed(config.seed)  # the LoRA A init is random: the same seed gives the same run
+    add_vision_adapter(backbone, config.modality, LoraSettings(config.lora_rank, config.lora_alpha, config.lora_dropout))
+    set_trainable(backbone, [config.modality])
+
+    dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
+    model = AlignmentModel(backbone, config.modality, reference, config.loss_settings(), modality.images_per_frame)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, callbacks=list(callbacks))
+    resume = get_last_checkpoint(str(checkpoint_dir)) if config.resume and checkpoint_dir.is_dir() else None
+    if config.resume and resume is None:
+        log.info("no checkpoint in %s: starting from scratch", checkpoint_dir)
+    log.info("aligning '%s' on %d inputs x %d frames; reference %s", config.modality, len(dataset), frames,
+             config.reference)
+    trainer.train(resume_from_checkpoint=resume)
+
+    final = _final_losses(trainer.state.log_history)
+    if trainer.is_world_process_zero():
+        _write_output(backbone, config, reference, final, trainer.state.global_step, frames)
+    return AlignResult(out=out, final_losses=final, steps=trainer.state.global_step)
+
+
+def _final_losses(history: list[dict[str, Any]]) -> dict[str, float]:
+    for entry in reversed(history):
+        if "loss" in entry:
+            return {k: float(entry[k]) for k in ("loss", "loss_attn", "loss_dist") if k in entry}
+    return {}
+
+
+def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final: dict[str, float],
+                  steps: int, frames: int) -> None:
+    """PEFT adapter + config + run record into a temp dir beside `config.out`, then renamed into place."""
+    import yaml
+
+    from vlynx import __version__
+
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        backbone.peft_model.save_pretrained(str(staging), selected_adapters=[config.modality])
+        # PEFT puts a non-default adapter in a subfolder; the output dir itself is the adapter.
+        nested = staging / config.modality
+        if nested.is_dir():
+            for item in nested.iterdir():
+                os.replace(item, staging / item.name)
+            nested.rmdir()
+        (staging / CONFIG_NAME).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        record = {
+            "stage": "align",
+            "vlynx_version": __version__,
+            "adapter_name": config.modality,
+            "config": dataclasses.asdict(config),
+            "frames": frames,
+            "reference": {"path": str(config.reference), "fingerprint": reference.fingerprint,
+                          "frames_per_video": reference.frames_per_video, "counts": reference.counts},
+            "steps": steps,
+            "final_losses": final,
+        }
+        (staging / RECORD_NAME).write_text(json.dumps(record, indent=2))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

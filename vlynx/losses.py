@@ -1,0 +1,159 @@
+"""The V-LynX interface-alignment losses (DESIGN.md §2, eq. 4-9).
+
+- `attention_alignment_loss`: the new modality's attention response in each encoder layer
+  (eq. 4) against the response its own queries get from the video reference keys/values
+  (eq. 5), averaged over layers (eq. 6);
+- `distribution_loss`: mean and population variance of the projected tokens against the
+  video token statistics (eq. 7-8);
+- `alignment_losses`: one forward of the modality frames (encoder + its LoRA + projector)
+  that returns both, and their weighted sum (eq. 9).
+
+Defaults follow the authors' released code (responses after out_proj, pooled queries,
+L1, unsquared L2 norms, no stop-gradient); `AlignmentLossSettings` switches to the
+paper's literal MSE wording.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlynx.adapters import route
+from vlynx.backbones.base import Backbone
+
+
+@dataclass(frozen=True)
+class AlignmentLossSettings:
+    """How eq. (4)-(9) are realised; defaults = the authors' released code."""
+
+    attn_loss: str = "l1"  # "l1" (mean abs) | "mse"
+    dist_loss: str = "l2norm"  # "l2norm" (unsquared ‖·‖₂) | "mse"
+    lambda_dist: float = 0.01
+    use_attn: bool = True
+    use_dist: bool = True
+    stop_grad_reference: bool = False
+    pooled_queries: bool = True  # queries at the positions the backbone's 2x pooling keeps
+    after_out_proj: bool = True  # compare out_proj(A) with out_proj(Ā), the layer's adapted out_proj
+
+    def __post_init__(self) -> None:
+        if self.attn_loss not in ("l1", "mse"):
+            raise ValueError(f"attn_loss must be 'l1' or 'mse', got {self.attn_loss!r}")
+        if self.dist_loss not in ("l2norm", "mse"):
+            raise ValueError(f"dist_loss must be 'l2norm' or 'mse', got {self.dist_loss!r}")
+        if not (self.use_attn or self.use_dist):
+            raise ValueError("at least one of the attention and distribution losses must be on")
+
+
+def reference_response(queries: torch.Tensor, reference_keys: torch.Tensor,
+                       reference_values: torch.Tensor) -> torch.Tensor:
+    """Eq. (5): softmax(Q K̄ᵀ/√d) V̄ for one layer.
+
+    queries (frames, heads, q, d); reference_keys/values (heads, positions, d) -> (frames, heads, q, d).
+    """
+    frames = queries.shape[0]
+    keys = reference_keys.to(queries.dtype).unsqueeze(0).expand(frames, -1, -1, -1)
+    values = reference_values.to(queries.dtype).unsqueeze(0).expand(frames, -1, -1, -1)
+    return F.scaled_dot_product_attention(queries, keys, values)  # scale 1/√d, as the encoder's own
+
+
+def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
+    return (a - b).abs().mean() if kind == "l1" else (a - b).pow(2).mean()
+
+
+def attention_alignment_loss(targets: list[torch.Tensor], references: list[torch.Tensor],
+                             kind: str = "l1") -> torch.Tensor:
+    """Eq. (6): mean over layers of the L1 (mean abs) or MSE distance between A_l and Ā_l."""
+    return torch.stack([_distance(a, r, kind) for a, r in zip(targets, references)]).mean()
+
+
+def distribution_loss(tokens: torch.Tensor, token_mean: torch.Tensor, token_var: torch.Tensor,
+                      kind: str = "l2norm") -> torch.Tensor:
+    """Eq. (7)-(8): tokens (..., D) of the whole batch against the video statistics (D,).
+
+    μ_x, σ²_x are the mean and population variance over every token; the distance is
+    ‖μ_x−μ_v‖₂ + ‖σ²_x−σ²_v‖₂ ("l2norm") or the mean squared error of each ("mse").
+    """
+    flat = tokens.reshape(-1, tokens.shape[-1]).float()  # (tokens, D)
+    mean = flat.mean(dim=0)
+    var = flat.var(dim=0, unbiased=False)
+    mean_v = token_mean.to(device=flat.device, dtype=flat.dtype)
+    var_v = token_var.to(device=flat.device, dtype=flat.dtype)
+    if kind == "l2norm":
+        return torch.linalg.vector_norm(mean - mean_v) + torch.linalg.vector_norm(var - var_v)
+    return (mean - mean_v).pow(2).mean() + (var - var_v).pow(2).mean()
+
+
+@contextlib.contextmanager
+def _out_proj_io(attention_modules: list[nn.Module]) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Record each layer's out_proj (input, output): the encoder's own A_l before and after projection."""
+    records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for layer, module in enumerate(attention_modules):
+        def hook(_module, inputs, output, layer=layer):
+            records[layer] = (inputs[0], output)
+        handles.append(module.out_proj.register_forward_hook(hook))
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def alignment_losses(
+    backbone: Backbone,
+    modality: str,
+    pixel_values: torch.Tensor,
+    reference_keys: torch.Tensor,
+    reference_values: torch.Tensor,
+    token_mean: torch.Tensor,
+    token_var: torch.Tensor,
+    settings: AlignmentLossSettings = AlignmentLossSettings(),
+    images_per_frame: int = 1,
+) -> dict[str, torch.Tensor]:
+    """One forward of modality frames through encoder + `modality`'s LoRA + projector; eq. (9).
+
+    pixel_values (B, F, 3, S, S); reference_keys/values (layers, heads, positions, head_dim)
+    (eq. 2); token_mean/var (D_llm,) (eq. 3). `images_per_frame` > 1 averages the projected
+    tokens of each group of that many images, as the later stages feed them to the LLM.
+    Returns {"loss", "attn", "dist"} (the switched-off component is a detached 0).
+    """
+    attention_modules = backbone.attention_modules()
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(route(backbone, modality))
+        capture = stack.enter_context(backbone.capture_attention()) if settings.use_attn else None
+        projections = stack.enter_context(_out_proj_io(attention_modules)) if settings.use_attn else None
+        tokens = backbone.encode_frames(pixel_values)  # (B, F*n + 1, D_llm)
+
+        zero = tokens.new_zeros(())
+        attn = zero
+        if settings.use_attn:
+            keep = backbone.pooled_positions().to(tokens.device) if settings.pooled_queries else None
+            targets, references = [], []
+            for layer, module in enumerate(attention_modules):
+                queries = capture.queries[layer]  # (frames, heads, positions, head_dim)
+                before, after = projections[layer]  # (frames, positions, heads*head_dim), (frames, positions, hidden)
+                if keep is not None:
+                    queries, before, after = queries[:, :, keep], before[:, keep], after[:, keep]
+                with torch.no_grad() if settings.stop_grad_reference else contextlib.nullcontext():
+                    response = reference_response(queries, reference_keys[layer], reference_values[layer])
+                    response = response.transpose(1, 2).reshape(before.shape)  # heads back into channels
+                    if settings.after_out_proj:
+                        response = module.out_proj(response)  # still routed: the adapted out_proj
+                targets.append(after if settings.after_out_proj else before)
+                references.append(response)
+            attn = attention_alignment_loss(targets, references, settings.attn_loss)  # eq. (6)
+
+    dist = zero
+    if settings.use_dist:
+        if images_per_frame > 1:
+            batch, _, dim = tokens.shape
+            frame_tokens = tokens[:, :-1].reshape(batch, -1, images_per_frame,
+                                                  backbone.tokens_per_video(1) - 1, dim).mean(dim=2)
+            tokens = torch.cat([frame_tokens.reshape(batch, -1, dim), tokens[:, -1:]], dim=1)
+        dist = distribution_loss(tokens, token_mean, token_var, settings.dist_loss)  # eq. (7)-(8)
+    loss = attn + settings.lambda_dist * dist if settings.use_dist else attn  # eq. (9)
+    return {"loss": loss, "attn": attn.detach(), "dist": dist.detach()}
