@@ -1,0 +1,113 @@
+"""The miniworld Video LLM: pretraining data layout, a quick pretraining run, the shipped checkpoint."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vlynx.miniworld import checkpoint_dir, generate_split
+from vlynx.miniworld.pretraining import IGNORE_INDEX, PretrainConfig, build_model, load_video_qa, train_loop
+
+
+@pytest.fixture(scope="module")
+def pretrain_split(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain")
+    return generate_split(out, "pretrain", 3, seed=0)
+
+
+def test_pretraining_examples_expand_video_and_supervise_only_the_answer(pretrain_split):
+    backbone = build_model(seed=0)
+    data = load_video_qa(backbone, pretrain_split, num_frames=8)
+    entries = json.loads(pretrain_split.read_text())
+    assert all(e["category"] == "video" and "audio" not in e for e in entries)  # never any sound
+    assert data.pixels.shape == (3, 8, 3, 32, 32)
+    tokenizer = backbone.tokenizer
+    video_id, end_id = tokenizer.convert_tokens_to_ids("<video>"), tokenizer.convert_tokens_to_ids("<|im_end|>")
+    for ids, labels, entry in zip(data.input_ids, data.labels, entries):
+        # 32 px / 8 px patches = 4x4 grid, pooled 2x -> 2x2 = 4 tokens per frame; 8 frames + 1 newline.
+        assert ids.count(video_id) == 8 * 4 + 1
+        answer = entry["conversations"][1]["value"]
+        supervised = [token for token in labels if token != IGNORE_INDEX]
+        assert supervised == [tokenizer.convert_tokens_to_ids(w) for w in answer.split()] + [end_id]
+        assert ids[-len(supervised):] == supervised
+        assert tokenizer.decode(ids[: len(ids) - len(supervised)]).endswith("assistant")
+
+
+def test_quick_pretraining_lowers_the_loss_and_is_deterministic(pretrain_split, tmp_path):
+    from vlynx.backbones import load_backbone
+    from vlynx.miniworld.pretraining import save_checkpoint
+
+    config = PretrainConfig(steps=6, batch_size=8, warmup_steps=1, learning_rate=3e-3)
+    runs = []
+    for _ in range(2):
+        backbone = build_model(seed=0)
+        data = load_video_qa(backbone, pretrain_split, config.num_frames)
+        runs.append((backbone, train_loop(backbone, data, config)))
+    (backbone, losses), (_, again) = runs
+    assert losses == again
+    assert np.mean(losses[-2:]) < losses[0]
+    save_checkpoint(backbone, tmp_path, {"metrics": {}})
+    reloaded = load_backbone(tmp_path)
+    for name, tensor in backbone.model.state_dict().items():
+        assert torch.equal(tensor, reloaded.model.state_dict()[name]), name
+
+
+def test_shipped_checkpoint_loads_by_name_with_the_worlds_tokenizer():
+    from vlynx.backbones import load_backbone
+    from vlynx.miniworld import all_texts, build_tokenizer
+
+    assert (checkpoint_dir() / "model.safetensors").stat().st_size < 5_000_000
+    backbone = load_backbone("miniworld")
+    assert backbone.tokenizer is not None and backbone.image_size == 32
+    assert backbone.tokenizer.get_vocab() == build_tokenizer().get_vocab()
+    for text in all_texts():
+        assert backbone.tokenizer.decode(backbone.tokenizer(text, add_special_tokens=False).input_ids) == text
+
+
+@torch.no_grad()
+def _first_word_answers(backbone, annotations, entries):
+    """Greedy first answer word per question, through the HF forward with `<video>` tokens."""
+    from vlynx.media.video import read_video
+
+    tokenizer = backbone.tokenizer
+    answers = []
+    for entry in entries:
+        question = entry["conversations"][0]["value"].replace("<image>", "<video>")
+        text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True)
+        text = text.replace("<video>", "<video>" * backbone.tokens_per_video(8))
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False).input_ids])
+        frames = read_video(annotations.parent / entry["video"], 8).frames
+        logits = backbone.model(input_ids=ids, pixel_values_videos=backbone.preprocess_frames(frames)[None]).logits
+        answers.append(tokenizer.convert_ids_to_tokens(int(logits[0, -1].argmax())))
+    return answers
+
+
+def test_shipped_model_answers_video_questions_but_not_audio_ones(tmp_path):
+    from vlynx.backbones import load_backbone
+
+    backbone = load_backbone("miniworld")
+    annotations = generate_split(tmp_path, "test", 30, seed=123)
+    entries = [e for e in json.loads(annotations.read_text()) if e["kind"] in ("colour-of-shape", "sound-name", "beep-count")]
+    predicted = _first_word_answers(backbone, annotations, entries)
+    hits = {}
+    for entry, answer in zip(entries, predicted):
+        hits.setdefault(entry["category"], []).append(answer == entry["conversations"][1]["value"])
+    # Colour questions have 4 possible answers (chance 0.25); the model saw colours, never sounds.
+    assert np.mean(hits["video"]) >= 0.5
+    assert np.mean(hits["audio"]) <= 0.3
+
+
+def test_pretrain_api_writes_a_loadable_checkpoint_with_its_record(tmp_path):
+    import vlynx.miniworld
+    from vlynx.backbones import load_backbone
+
+    threads = torch.get_num_threads()
+    out = vlynx.miniworld.pretrain(tmp_path / "ckpt", seed=1, steps=2, scenes=2, eval_scenes=2, batch_size=4)
+    assert torch.get_num_threads() == threads  # the run's thread setting does not leak
+    record = json.loads((out / "pretrain.json").read_text())
+    assert record["config"]["steps"] == 2 and record["config"]["seed"] == 1
+    assert 0 <= record["metrics"]["held_out_accuracy"]["overall"] <= 1
+    assert load_backbone(out).tokenizer is not None
