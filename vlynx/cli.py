@@ -15,6 +15,7 @@ from vlynx import __version__
 from vlynx.errors import VlynxError
 
 COMMANDS = (
+    "vlynx.commands.demo",
     "vlynx.commands.params",
     "vlynx.commands.miniworld",
     "vlynx.commands.score",

@@ -59,6 +59,12 @@ class WorldSettings:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def audio_settings(self) -> dict[str, Any]:
+        """Settings of the `audio` modality transform (vlynx.modalities) that suit this world."""
+        return {"sample_rate": self.sample_rate, "n_mels": self.audio_n_mels, "window_s": self.audio_window_s,
+                "n_fft": self.audio_n_fft, "hop": self.audio_hop_length, "time_steps": self.audio_time_steps,
+                "f_max": self.audio_f_max}
+
 
 WORLD = WorldSettings()
 
