@@ -31,6 +31,7 @@ from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
 from vlynx.losses import AlignmentLossSettings, alignment_losses
 from vlynx.progress import log
+from vlynx.training import training_arguments
 
 CONFIG_NAME = "vlynx_align.yaml"
 RECORD_NAME = "vlynx_align_run.json"
@@ -276,7 +277,7 @@ def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignRe
     Returns the output directory, the final logged losses and the number of optimiser steps.
     `callbacks` are extra `transformers.TrainerCallback`s.
     """
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from vlynx.adapters import LoraSettings, add_vision_adapter, set_trainable
@@ -296,34 +297,13 @@ def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignRe
     modality = get_modality(config.modality, **config.modality_settings)
     paths = alignment_inputs(config.data, config.modality, config.media_root)
 
-    use_cuda = torch.cuda.is_available()
-    bf16 = use_cuda if config.bf16 is None else config.bf16
-    args = TrainingArguments(
-        output_dir=str(checkpoint_dir),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.lr,
-        weight_decay=config.weight_decay,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,  # a float < 1 is a fraction of the total steps
-        max_grad_norm=config.max_grad_norm,
-        optim="adamw_torch",
-        bf16=bf16,
-        use_cpu=not use_cuda,
-        seed=config.seed,
-        data_seed=config.seed,
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
-        dataloader_num_workers=config.workers,
-        remove_unused_columns=False,
-        report_to="none",
+    args = training_arguments(
+        str(checkpoint_dir), batch_size=config.batch_size, grad_accum=config.grad_accum, lr=config.lr,
+        weight_decay=config.weight_decay, epochs=config.epochs, max_steps=config.max_steps,
+        warmup=config.warmup_ratio, seed=config.seed, logging_steps=config.logging_steps,
+        save_steps=config.save_steps, save_total_limit=config.save_total_limit, workers=config.workers,
+        max_grad_norm=config.max_grad_norm, bf16=config.bf16, deepspeed=config.deepspeed,
         ddp_find_unused_parameters=False,
-        deepspeed=config.deepspeed,
-        disable_tqdm=not log.isEnabledFor(20),
     )
 
     # Encoder + projector only: the LLM is never allocated (a 7B backbone aligns in encoder memory).

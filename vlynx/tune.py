@@ -21,9 +21,18 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-from vlynx.adapters import LLM_ADAPTER, VISION_LORA, LoraSettings, add_llm_adapter, add_vision_adapter, set_trainable
+from vlynx.adapters import (
+    LLM_ADAPTER,
+    VISION_LORA,
+    LoraSettings,
+    add_llm_adapter,
+    add_vision_adapter,
+    find_adapter_dir,
+    load_adapter,
+    save_adapters,
+    set_trainable,
+)
 from vlynx.backbones.base import Backbone
-from vlynx.adapters import find_adapter_dir, load_adapter, save_adapters
 from vlynx.bundle import VLynx
 from vlynx.conversation import (
     IGNORE_INDEX,
@@ -39,7 +48,7 @@ from vlynx.conversation import (
     tokenize_chat,
 )
 from vlynx.errors import VlynxError
-from vlynx.progress import log
+from vlynx.training import training_arguments
 
 CONFIG_FILE = "tune_config.json"
 ALIGN_RECORD = "vlynx_align_run.json"  # written by `vlynx align` beside its adapter
@@ -110,7 +119,7 @@ def tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -
     `transforms` overrides the registered modality transforms (default:
     `vlynx.modalities.get_modality(name, **settings)`).
     """
-    from transformers import TrainingArguments, set_seed
+    from transformers import set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from vlynx.backbones import load_backbone
@@ -152,28 +161,11 @@ def tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -
     dataset = ConversationDataset(backbone, examples, transforms, config.frames)
 
     # 3. Train: AdamW, linear warm-up then cosine decay (paper §A), checkpoints for --resume.
-    args = TrainingArguments(
-        output_dir=str(checkpoints),
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.grad_accum,
-        num_train_epochs=config.epochs,
-        max_steps=config.max_steps,
-        learning_rate=config.lr,
-        weight_decay=config.weight_decay,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup,
-        optim="adamw_torch",
-        logging_steps=config.logging_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        seed=config.seed,
-        remove_unused_columns=False,
-        label_names=["labels"],
-        dataloader_num_workers=config.dataloader_workers,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=not log.isEnabledFor(20),
+    args = training_arguments(
+        str(checkpoints), batch_size=config.batch_size, grad_accum=config.grad_accum, lr=config.lr,
+        weight_decay=config.weight_decay, epochs=config.epochs, max_steps=config.max_steps,
+        warmup=config.warmup, seed=config.seed, logging_steps=config.logging_steps,
+        save_steps=config.save_steps, workers=config.dataloader_workers, label_names=["labels"],
     )
     group = {m: images_per_frame(transforms[m]) for m in config.modalities}
     trainer = InstructionTrainer(backbone, config.modalities, group, trained, config.train_vision_adapter,
