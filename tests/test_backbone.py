@@ -124,3 +124,20 @@ def test_fingerprint_tells_weights_apart():
     assert first.fingerprint() == load_backbone("tiny", seed=0).fingerprint()
     assert first.fingerprint() != second.fingerprint()
     assert load_backbone("tiny", empty=True).fingerprint()["weights"] is None
+
+
+def test_chat_template_keeps_plain_text_turns(tiny_backbone):
+    """A processor-style template (content lists only) would drop text: ChatML is used instead."""
+    from vlynx.backbones.tiny import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(["what is it ?"])
+    tokenizer.chat_template = (
+        "{% for message in messages %}<|im_start|>{{ message['role'] }} "
+        "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}"
+        "{% endfor %}<|im_end|>{% endfor %}"
+    )
+    tiny_backbone.tokenizer = tokenizer
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "<image>\nwhat is it ?"}],
+                                             chat_template=tiny_backbone.chat_template, tokenize=False)
+    assert rendered == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+                        "<|im_start|>user\n<image>\nwhat is it ?<|im_end|>\n")

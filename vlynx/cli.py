@@ -14,17 +14,18 @@ import warnings
 from vlynx import __version__
 from vlynx.errors import VlynxError
 
-COMMANDS = (
+COMMANDS = (  # in pipeline order, as `vlynx --help` lists them
     "vlynx.commands.demo",
-    "vlynx.commands.params",
-    "vlynx.commands.miniworld",
-    "vlynx.commands.score",
-    "vlynx.commands.eval",
     "vlynx.commands.reference",
     "vlynx.commands.align",
+    "vlynx.commands.tune",
+    "vlynx.commands.answer",
+    "vlynx.commands.eval",
+    "vlynx.commands.score",
     "vlynx.commands.modalities",
     "vlynx.commands.preview",
-    "vlynx.commands.tune", "vlynx.commands.answer",
+    "vlynx.commands.params",
+    "vlynx.commands.miniworld",
 )
 
 

@@ -136,5 +136,10 @@ class LlavaOnevisionBackbone(Backbone):
 
     @property
     def chat_template(self) -> str:
+        # vlynx renders text turns (with an "<image>" placeholder). The processor-style templates of
+        # llava-hf checkpoints expect content lists and would drop plain text, so those fall back to
+        # Qwen2 ChatML, the format LLaVA-OneVision was trained with.
         template = getattr(self.tokenizer, "chat_template", None)
-        return template if isinstance(template, str) and template else CHATML_TEMPLATE
+        if isinstance(template, str) and template and "selectattr('type'" not in template:
+            return template
+        return CHATML_TEMPLATE
