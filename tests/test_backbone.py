@@ -141,3 +141,18 @@ def test_chat_template_keeps_plain_text_turns(tiny_backbone):
                                              chat_template=tiny_backbone.chat_template, tokenize=False)
     assert rendered == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
                         "<|im_start|>user\n<image>\nwhat is it ?<|im_end|>\n")
+
+
+def test_streaming_capture_hands_each_layer_to_the_callback(tiny_backbone):
+    pixels = tiny_backbone.preprocess_frames(random_frames(2))[None]
+    seen = {}
+    with torch.no_grad():
+        with tiny_backbone.capture_attention() as stored:
+            tiny_backbone.encode_frames(pixels)
+        with tiny_backbone.capture_attention(on_layer=lambda i, q, k, v: seen.__setitem__(i, (q, k, v))) as streamed:
+            tiny_backbone.encode_frames(pixels)
+    assert sorted(seen) == list(range(tiny_backbone.layout.num_layers))
+    assert not streamed.keys  # nothing kept when a callback takes the tensors
+    for layer, (queries, keys, values) in seen.items():
+        assert torch.equal(queries, stored.queries[layer])
+        assert torch.equal(keys, stored.keys[layer]) and torch.equal(values, stored.values[layer])

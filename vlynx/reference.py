@@ -250,25 +250,28 @@ def _accumulate(backbone: Backbone, pending: list, shard: list, accumulators: li
     if not usable:
         return
     pixels = torch.stack([p for _, p in usable])  # (B, F, 3, S, S)
-    with backbone.capture_attention() as capture:
-        tokens = backbone.encode_frames(pixels)  # (B, T, D_llm)
     frames = pixels.shape[1]
     owners = torch.tensor([s for s, _ in usable])  # source index of each video
+    groups = []  # (accumulator, its videos, their frame rows or None for the whole batch)
     for source in owners.unique().tolist():
         videos = (owners == source).nonzero().flatten()
         # frames of video b are rows b*F .. b*F+F-1 of the captured (B*F, heads, positions, head_dim)
-        frame_rows = (videos[:, None] * frames + torch.arange(frames)).flatten().to(tokens.device)
-        whole_batch = len(videos) == len(usable)
-        accumulator = accumulators[source]
-        for layer in range(backbone.layout.num_layers):
-            keys, values = capture.keys[layer], capture.values[layer]
-            if not whole_batch:
-                keys, values = keys[frame_rows], values[frame_rows]
-            accumulator.keys.total[layer] += keys.float().sum(0)  # (heads, positions, head_dim)
-            accumulator.values.total[layer] += values.float().sum(0)
-        accumulator.keys.count += len(frame_rows)
-        accumulator.values.count += len(frame_rows)
-        source_tokens = tokens if whole_batch else tokens[videos.to(tokens.device)]
+        frame_rows = (videos[:, None] * frames + torch.arange(frames)).flatten().to(pixels.device)
+        groups.append((accumulators[source], videos, None if len(videos) == len(usable) else frame_rows))
+
+    def add_keys_values(layer: int, _queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        # eq. (2), summed as each layer computes them: no layer's K/V outlive the forward
+        for accumulator, _, rows in groups:
+            layer_keys, layer_values = (keys, values) if rows is None else (keys[rows], values[rows])
+            accumulator.keys.total[layer] += layer_keys.float().sum(0)  # (heads, positions, head_dim)
+            accumulator.values.total[layer] += layer_values.float().sum(0)
+
+    with backbone.capture_attention(on_layer=add_keys_values):
+        tokens = backbone.encode_frames(pixels)  # (B, T, D_llm)
+    for accumulator, videos, rows in groups:
+        accumulator.keys.count += len(videos) * frames
+        accumulator.values.count += len(videos) * frames
+        source_tokens = tokens if rows is None else tokens[videos.to(tokens.device)]
         accumulator.tokens.update(source_tokens.reshape(-1, tokens.shape[-1]))  # eq. (3), float64 inside
         accumulator.videos += len(videos)
 

@@ -137,12 +137,16 @@ class Backbone(ABC):
         return self.model.config.text_config.hidden_size
 
     @contextlib.contextmanager
-    def capture_attention(self) -> Iterator[AttentionCapture]:
+    def capture_attention(
+        self, on_layer: Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None
+    ) -> Iterator[AttentionCapture]:
         """Record every encoder layer's (Q, K, V) where the encoder computes them.
 
         The capture swaps the encoder's attention implementation for a thin wrapper
         that stores its inputs and then calls the original implementation, so outputs
-        are unchanged and nothing is projected twice.
+        are unchanged and nothing is projected twice. With `on_layer(layer, q, k, v)`,
+        each layer's tensors go to that callback instead of being kept (streaming
+        statistics then hold no activations beyond the encoder's own).
         """
         capture = AttentionCapture({}, {}, {})
         layer_of = {id(module): index for index, module in enumerate(self.attention_modules())}
@@ -151,7 +155,11 @@ class Backbone(ABC):
 
         def record(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> None:
             layer = layer_of.get(id(module))
-            if layer is not None:
+            if layer is None:
+                return
+            if on_layer is not None:
+                on_layer(layer, query, key, value)
+            else:
                 capture.queries[layer], capture.keys[layer], capture.values[layer] = query, key, value
 
         with _recording(record):
