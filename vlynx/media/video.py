@@ -1,9 +1,12 @@
 """Video frames: uniform sampling by timestamp (seeking on long gaps) and an mp4 writer."""
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,15 +35,23 @@ def _require_file(path: Path) -> None:
 
 def video_duration(path: str | Path) -> float:
     """Duration of the first video stream in seconds."""
+    with _video_stream(Path(path)) as (container, stream):
+        return _duration(container, stream)
+
+
+@contextlib.contextmanager
+def _video_stream(path: Path) -> Iterator[tuple[Any, Any]]:
+    """(container, first video stream) of `path`; any decoding error becomes a VlynxError naming the file."""
     import av
 
-    path = Path(path)
     _require_file(path)
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VlynxError("has no video stream", path)
-            return _duration(container, container.streams.video[0])
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            yield container, stream
     except av.error.FFmpegError as error:
         raise VlynxError(f"cannot decode video ({error.strerror or error})", path) from error
 
@@ -58,32 +69,22 @@ def read_video(path: str | Path, num_frames: int) -> VideoClip:
 
     Raises `VlynxError` naming the file for missing, empty, corrupt or frameless videos.
     """
-    import av
-
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
     path = Path(path)
-    _require_file(path)
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VlynxError("has no video stream", path)
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            duration = _duration(container, stream)
-            if duration <= 0:  # no duration in the header: decode everything once
-                decoded = [(f.time or 0.0, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
-                if not decoded:
-                    raise VlynxError("contains no decodable video frames", path)
-                duration = decoded[-1][0] + (decoded[-1][0] / max(len(decoded) - 1, 1))
-                times = np.array([t for t, _ in decoded])
-                targets = (np.arange(num_frames) + 0.5) * duration / num_frames
-                picks = [int(np.abs(times - t).argmin()) for t in targets]
-                return VideoClip(np.stack([decoded[i][1] for i in picks]), times[picks], duration)
+    with _video_stream(path) as (container, stream):
+        duration = _duration(container, stream)
+        if duration <= 0:  # no duration in the header: decode everything once
+            decoded = [(f.time or 0.0, f.to_ndarray(format="rgb24")) for f in container.decode(stream)]
+            if not decoded:
+                raise VlynxError("contains no decodable video frames", path)
+            duration = decoded[-1][0] + (decoded[-1][0] / max(len(decoded) - 1, 1))
+            times = np.array([t for t, _ in decoded])
             targets = (np.arange(num_frames) + 0.5) * duration / num_frames
-            frames, times = _nearest_frames(container, stream, targets)
-    except av.error.FFmpegError as error:
-        raise VlynxError(f"cannot decode video ({error.strerror or error})", path) from error
+            picks = [int(np.abs(times - t).argmin()) for t in targets]
+            return VideoClip(np.stack([decoded[i][1] for i in picks]), times[picks], duration)
+        targets = (np.arange(num_frames) + 0.5) * duration / num_frames
+        frames, times = _nearest_frames(container, stream, targets)
     if len(frames) < num_frames:
         raise VlynxError(f"video ends early: decoded {len(frames)} of {num_frames} frames (truncated?)", path)
     return VideoClip(np.stack(frames), np.asarray(times, dtype=np.float64), duration)
@@ -95,24 +96,14 @@ def read_video_at(path: str | Path, timestamps: np.ndarray) -> VideoClip:
     Used to sample a second stream (another view, a high-frame-rate group) at the times
     of the main video's frames. Raises `VlynxError` like `read_video`.
     """
-    import av
-
     timestamps = np.asarray(timestamps, dtype=np.float64).reshape(-1)
     if timestamps.size == 0:
         raise ValueError("need at least one timestamp")
     path = Path(path)
-    _require_file(path)
     order = np.argsort(timestamps, kind="stable")  # decode forward once, then restore the caller's order
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VlynxError("has no video stream", path)
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            frames, times = _nearest_frames(container, stream, np.maximum(timestamps[order], 0.0))
-            duration = _duration(container, stream)
-    except av.error.FFmpegError as error:
-        raise VlynxError(f"cannot decode video ({error.strerror or error})", path) from error
+    with _video_stream(path) as (container, stream):
+        frames, times = _nearest_frames(container, stream, np.maximum(timestamps[order], 0.0))
+        duration = _duration(container, stream)
     if len(frames) < len(timestamps):
         raise VlynxError(f"video ends early: decoded {len(frames)} of {len(timestamps)} frames (truncated?)", path)
     inverse = np.argsort(order)
