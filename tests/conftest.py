@@ -6,6 +6,8 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # no hub look-ups (they retry for minutes before failing)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import socket  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -37,3 +39,10 @@ def tiny_checkpoint(tmp_path_factory):
         directory
     )
     return directory
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (for torchrun's rendezvous in multi-process tests)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -187,3 +187,37 @@ def test_shipped_recipe_is_a_valid_config():
     assert (config.modality, config.lambda_dist, config.lora_rank, config.lora_alpha) == ("audio", 0.01, 64, 128)
     with pytest.raises(VlynxError, match="unknown setting"):
         config.updated({"lamda_dist": 0.1})
+
+
+def test_two_ranks_under_torchrun_equal_one_process(world, tmp_path):
+    """DDP through HF Trainer with no code of ours: 2 ranks x 2 inputs == 1 process x 4 inputs.
+
+    With the attention term alone the loss is a mean over equal-sized per-rank shares, so
+    DDP's averaged gradient equals the one-process gradient; every step sees all 4 inputs.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    common = ["--model", str(world["checkpoint"]), "--modality", MODALITY, "--data", str(world["inputs"]),
+              "--reference", str(world["reference"]), "--max-steps", "2", "--lora-rank", "4", "--lora-alpha", "8",
+              "--lr", "5e-3", "--no-dist", "--set", "lora_dropout=0.0", "-q"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    launched = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(free_port()), "-m", "vlynx", "align", *common, "--batch-size", "2",
+         "--out", str(tmp_path / "ddp")],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("wrote") == 1  # one rank reports, one rank writes
+
+    single = run_alignment(_config(world, tmp_path / "single", max_steps=2, batch_size=4, no_dist=True))
+    assert single.steps == 2
+    ddp = load_file(tmp_path / "ddp" / "adapter_model.safetensors")
+    one = load_file(tmp_path / "single" / "adapter_model.safetensors")
+    assert ddp.keys() == one.keys()
+    assert any(one[key].abs().max() > 0 for key in one if "lora_B" in key)  # training changed the adapter
+    for key in one:
+        assert torch.allclose(ddp[key], one[key], atol=1e-6), key

@@ -2,20 +2,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import torch
 
+from tests.conftest import free_port
 from tests.test_reference import FRAMES, write_videos
 from vlynx.reference import VideoSource, compute_reference, load_reference
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_two_ranks_equal_one_process(tiny_checkpoint, tmp_path):

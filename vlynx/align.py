@@ -303,7 +303,9 @@ def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignRe
         warmup=config.warmup_ratio, seed=config.seed, logging_steps=config.logging_steps,
         save_steps=config.save_steps, save_total_limit=config.save_total_limit, workers=config.workers,
         max_grad_norm=config.max_grad_norm, bf16=config.bf16, deepspeed=config.deepspeed,
-        ddp_find_unused_parameters=False,
+        # Without the distribution term the last layer's MLP LoRA gets no gradient (the attention
+        # loss reads only attention outputs); DDP must then look for unused parameters.
+        ddp_find_unused_parameters=config.no_dist,
     )
 
     # Encoder + projector only: the LLM is never allocated (a 7B backbone aligns in encoder memory).

@@ -12,6 +12,7 @@ import sys
 import warnings
 
 from vlynx import __version__
+from vlynx.distributed import close_process_group
 from vlynx.errors import VlynxError
 
 COMMANDS = (  # in pipeline order, as `vlynx --help` lists them
@@ -76,3 +77,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vlynx {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        close_process_group()

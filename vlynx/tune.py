@@ -177,8 +177,9 @@ def tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -
     # 4. Save: the bundle, and the config beside it so the run can be repeated.
     settings = {m: config.modality_settings.get(m, {}) for m in config.modalities}
     model = VLynx(backbone, config.modalities, config.frames, settings, transforms, config.reference_fingerprint)
-    model.save_pretrained(out)
-    _write_json(out / CONFIG_FILE, asdict(config))
+    if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
+        model.save_pretrained(out)
+        _write_json(out / CONFIG_FILE, asdict(config))
     return TuneResult(out, losses, trainer.state.global_step)
 
 

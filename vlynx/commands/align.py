@@ -89,10 +89,12 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from vlynx.align import run_alignment
+    from vlynx.distributed import rank
 
     result = run_alignment(config_from_args(args))
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
-    print(f"wrote {result.out} ({result.steps} steps; final {losses or 'n/a'})")
-    if args.debug:
-        print(json.dumps(result.final_losses))
+    if rank() == 0:
+        print(f"wrote {result.out} ({result.steps} steps; final {losses or 'n/a'})")
+        if args.debug:
+            print(json.dumps(result.final_losses))
     return 0

@@ -63,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def run(args: argparse.Namespace) -> int:
     from vlynx.errors import VlynxError
+    from vlynx.distributed import rank
     from vlynx.tune import TuneConfig, tune
 
     values: dict[str, Any] = _read_mapping(args.config) if args.config else {}
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise VlynxError(f"missing {', '.join('--' + m for m in missing)} (as flags or in --config)")
     result = tune(TuneConfig(**values))
     summary = f"final loss {result.losses[-1]:.4f}" if result.losses else "no loss logged"
-    print(f"wrote bundle {result.bundle} ({result.steps} steps, {summary})")
+    if rank() == 0:
+        print(f"wrote bundle {result.bundle} ({result.steps} steps, {summary})")
     return 0
 
 
