@@ -221,3 +221,16 @@ def test_two_ranks_under_torchrun_equal_one_process(world, tmp_path):
     assert any(one[key].abs().max() > 0 for key in one if "lora_B" in key)  # training changed the adapter
     for key in one:
         assert torch.allclose(ddp[key], one[key], atol=1e-6), key
+
+
+def test_quiet_run_prints_one_line(world, tmp_path, capsys):
+    from vlynx.cli import main
+
+    out = tmp_path / "quiet"
+    code = main(["-q", "align", "--model", str(world["checkpoint"]), "--modality", MODALITY, "--data",
+                 str(world["inputs"]), "--reference", str(world["reference"]), "--out", str(out), "--max-steps", "2",
+                 "--lora-rank", "4", "--set", "logging_steps=1"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out.strip().splitlines() == [captured.out.strip()] and captured.out.startswith(f"wrote {out}")
+    assert "{'loss'" not in captured.out + captured.err

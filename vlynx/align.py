@@ -31,7 +31,7 @@ from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
 from vlynx.losses import AlignmentLossSettings, alignment_losses
 from vlynx.progress import log
-from vlynx.training import training_arguments
+from vlynx.training import quiet_when_asked, training_arguments
 
 CONFIG_NAME = "vlynx_align.yaml"
 RECORD_NAME = "vlynx_align_run.json"
@@ -321,6 +321,7 @@ def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignRe
     dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
     model = AlignmentModel(backbone, config.modality, reference, config.loss_settings(), modality.images_per_frame)
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, callbacks=list(callbacks))
+    quiet_when_asked(trainer)
     resume = get_last_checkpoint(str(checkpoint_dir)) if config.resume and checkpoint_dir.is_dir() else None
     if config.resume and resume is None:
         log.info("no checkpoint in %s: starting from scratch", checkpoint_dir)

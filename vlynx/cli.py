@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import warnings
 
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "peft", "accelerate"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if args.quiet:  # also the Hugging Face libraries' own progress bars (weight loading, ...)
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     if not args.debug:  # library deprecation chatter is for developers, not users
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -66,3 +66,11 @@ def training_arguments(
         disable_tqdm=not log.isEnabledFor(20),
         **extra,
     )
+
+
+def quiet_when_asked(trainer) -> None:
+    """With progress hidden (`-q`), HF Trainer would print every log dict instead: drop that printer."""
+    from transformers.trainer_callback import PrinterCallback
+
+    if not log.isEnabledFor(20):
+        trainer.remove_callback(PrinterCallback)

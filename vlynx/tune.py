@@ -48,7 +48,7 @@ from vlynx.conversation import (
     tokenize_chat,
 )
 from vlynx.errors import VlynxError
-from vlynx.training import training_arguments
+from vlynx.training import quiet_when_asked, training_arguments
 
 CONFIG_FILE = "tune_config.json"
 ALIGN_RECORD = "vlynx_align_run.json"  # written by `vlynx align` beside its adapter
@@ -171,6 +171,7 @@ def tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -
     trainer = InstructionTrainer(backbone, config.modalities, group, trained, config.train_vision_adapter,
                                  model=backbone.peft_model, args=args, train_dataset=dataset,
                                  data_collator=Collator(_pad_id(backbone)))
+    quiet_when_asked(trainer)
     trainer.train(resume_from_checkpoint=resume_from)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
