@@ -17,13 +17,13 @@ markdown table and a bar chart (`results.png`).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from vlynx.errors import VlynxError
+from vlynx.files import write_text_atomic
 from vlynx.progress import log
 
 MODEL = "miniworld"
@@ -133,8 +133,8 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings()) -> dict[s
         "rows": [asdict(result) for result in results],
         "seconds": round(time.perf_counter() - started, 1),
     }
-    _write_text(out / "results.json", json.dumps(report, indent=2) + "\n")
-    _write_text(out / "results.md", format_table(report) + "\n")
+    write_text_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
+    write_text_atomic(out / "results.md", format_table(report) + "\n")
     plot_results(report, out / "results.png")
     return report
 
@@ -219,7 +219,7 @@ def _evaluate(model, test: Path, predictions: Path) -> tuple[dict[str, float], d
         correct[entry["category"]] += hit
         lines.append(json.dumps({"id": entry["id"], "category": entry["category"], "answer": answer,
                                  "expected": expected, "correct": hit}))
-    _write_text(predictions, "\n".join(lines) + "\n")
+    write_text_atomic(predictions, "\n".join(lines) + "\n")
     accuracy = {c: round(correct[c] / counts[c], 4) if counts[c] else 0.0 for c in CATEGORIES}
     return accuracy, counts
 
@@ -247,7 +247,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def plot_results(report: dict[str, Any], path: Path) -> None:
     """A grouped bar chart of accuracy per category and row, drawn with PIL (no plotting dependency)."""
+    import numpy as np
     from PIL import Image, ImageDraw
+
+    from vlynx.media.images import write_png
 
     rows, colours = report["rows"], [(66, 133, 244), (234, 67, 53), (52, 168, 83)]
     width, height, left, bottom, top = 900, 420, 60, 120, 40
@@ -272,9 +275,7 @@ def plot_results(report: dict[str, Any], path: Path) -> None:
     for j, category in enumerate(CATEGORIES):
         draw.rectangle([left + 10 + 150 * j, 12, left + 22 + 150 * j, 24], fill=colours[j])
         draw.text((left + 28 + 150 * j, 12), f"{category} questions", fill="black")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    write_png(path, np.asarray(image))
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -290,13 +291,6 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def settings_for(quick: bool, seed: int) -> DemoSettings:

@@ -13,13 +13,12 @@ model inserts itself) plus `audio`/`depth` paths when the entry names them — e
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from vlynx.errors import VlynxError
+from vlynx.files import write_text_atomic
 from vlynx.inputs import read_annotations
 from vlynx.metrics.benchmarks import (
     LETTERS,
@@ -197,14 +196,7 @@ def read_done(path: Path) -> dict[str, str]:
 
 def _rewrite_jsonl(path: Path, predictions: dict[str, str]) -> None:
     text = "".join(json.dumps({"question_id": k, "text": v}) + "\n" for k, v in predictions.items())
-    _write_atomic(path, text)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as file:
-        file.write(text)
-    os.replace(temp, path)
+    write_text_atomic(path, text)
 
 
 # ---------------------------------------------------------------- the stage
@@ -239,6 +231,6 @@ def evaluate(model: Generator, benchmark: str, data: str | Path, out_dir: str | 
 
     references: References = {item.id: item.reference for item in items}
     report = spec.score(references, predictions, meteor=meteor) if spec.caption_metrics else spec.score(references, predictions)
-    _write_atomic(out_dir / "results.json", report.to_json() + "\n")
-    _write_atomic(out_dir / "results.md", report.to_markdown())
+    write_text_atomic(out_dir / "results.json", report.to_json() + "\n")
+    write_text_atomic(out_dir / "results.md", report.to_markdown())
     return report

@@ -29,6 +29,7 @@ import torch
 
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
+from vlynx.files import atomic_path
 from vlynx.media import read_video
 from vlynx.progress import log, progress
 from vlynx.stats import RunningMoments, RunningSum
@@ -499,16 +500,11 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
 
 
 def _atomic_save(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors writes via a private (0600) temp file
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ----- report ------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ Variants from the paper, by setting:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -48,6 +47,7 @@ from vlynx.conversation import (
     tokenize_chat,
 )
 from vlynx.errors import VlynxError
+from vlynx.files import write_text_atomic
 from vlynx.training import quiet_when_asked, training_arguments
 
 CONFIG_FILE = "tune_config.json"
@@ -180,7 +180,7 @@ def tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -
     model = VLynx(backbone, config.modalities, config.frames, settings, transforms, config.reference_fingerprint)
     if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
         model.save_pretrained(out)
-        _write_json(out / CONFIG_FILE, asdict(config))
+        write_text_atomic(out / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
     return TuneResult(out, losses, trainer.state.global_step)
 
 
@@ -236,12 +236,6 @@ def _device() -> str:
 def _pad_id(backbone: Backbone) -> int:
     tokenizer = backbone.tokenizer
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ----- components -------------------------------------------------------------------

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from vlynx.files import atomic_path
 
 
 def contact_sheet(frames: np.ndarray, columns: int | None = None, gap: int = 2, background: int = 255) -> np.ndarray:
@@ -31,12 +32,6 @@ def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a uint8 (H, W, 3) image as PNG via a temporary file and a rename (never a half-written file)."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(np.asarray(image, dtype=np.uint8)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)

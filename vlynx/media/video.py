@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from vlynx.errors import VlynxError
+from vlynx.files import atomic_path
 
 # Decode forward instead of seeking when the next wanted frame is this close (seconds):
 # a seek restarts at the previous keyframe, which costs more than a short decode.
@@ -166,9 +166,7 @@ def write_video(
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (F, H, W, 3), got {frames.dtype} {frames.shape}")
     height, width = frames.shape[1:3]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with atomic_path(path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as container:
             video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
             video.width, video.height, video.pix_fmt = width + width % 2, height + height % 2, "yuv420p"
@@ -194,7 +192,4 @@ def write_video(
                     piece.sample_rate, piece.pts = sample_rate, start
                     container.mux(audio_stream.encode(piece))
                 container.mux(audio_stream.encode())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

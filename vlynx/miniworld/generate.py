@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vlynx.errors import VlynxError
+from vlynx.files import write_bytes_atomic, write_text_atomic
 from vlynx.miniworld.questions import CAPTION_PROMPT, caption, instruction_questions, video_questions
 from vlynx.miniworld.world import (
     WORLD, Scene, WorldSettings, camera_intrinsics, render_depth, render_frames, sample_scene, synthesize_audio,
@@ -78,14 +78,14 @@ def generate_split(out_dir: str | Path, split: str, n: int, seed: int = 0,
             wav = _write_wav(out / "audio" / f"{scene.id}.wav", audio, world)
             depth = _write_depth(out / "depth" / scene.id, scene, world)
             entries += _instruction_entries(scene, rng, video, wav, depth)
-    _write_text(out / "scenes.json", json.dumps(scenes, indent=1) + "\n")
-    _write_text(out / "world.json", json.dumps(world.as_dict() | {"seed": seed, "split": split, "scenes": n},
+    write_text_atomic(out / "scenes.json", json.dumps(scenes, indent=1) + "\n")
+    write_text_atomic(out / "world.json", json.dumps(world.as_dict() | {"seed": seed, "split": split, "scenes": n},
                                                indent=1) + "\n")
     index_file = out / INDEX_FILE[split]
     if split in ("reference", "align"):
-        _write_text(index_file, "".join(f"{name}\n" for name in listed))
+        write_text_atomic(index_file, "".join(f"{name}\n" for name in listed))
     else:
-        _write_text(index_file, json.dumps(entries, indent=1) + "\n")
+        write_text_atomic(index_file, json.dumps(entries, indent=1) + "\n")
     return index_file
 
 
@@ -122,20 +122,6 @@ def _pretrain_entries(scene: Scene, video: str) -> list[dict]:
 # ----- writers (each to a temporary name, then renamed) --------------------------------
 
 
-def _replace_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(path: Path, text: str) -> None:
-    _replace_atomically(path, text.encode())
-
-
 def _write_mp4(path: Path, scene: Scene, audio: np.ndarray | None, world: WorldSettings) -> None:
     from vlynx.media.video import write_video
 
@@ -147,7 +133,7 @@ def _write_wav(path: Path, audio: np.ndarray, world: WorldSettings) -> str:
 
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, world.sample_rate, format="WAV", subtype="PCM_16")
-    _replace_atomically(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
     return f"{path.parent.name}/{path.name}"
 
 
@@ -158,7 +144,7 @@ def _write_depth(folder: Path, scene: Scene, world: WorldSettings) -> str:
     for k, depth in enumerate(render_depth(scene, world)):
         buffer = io.BytesIO()
         Image.fromarray(depth).save(buffer, format="PNG")  # uint16 array -> 16-bit grayscale PNG
-        _replace_atomically(folder / f"{k:04d}.png", buffer.getvalue())
+        write_bytes_atomic(folder / f"{k:04d}.png", buffer.getvalue())
     matrix = camera_intrinsics(world)
-    _write_text(folder / "intrinsic_depth.txt", "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in matrix))
+    write_text_atomic(folder / "intrinsic_depth.txt", "".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in matrix))
     return f"depth/{scene.id}"
