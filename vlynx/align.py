@@ -88,18 +88,9 @@ class AlignConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> AlignConfig:
         """A config from a YAML mapping of field names (unknown keys are an error)."""
-        import yaml
+        from vlynx.settings import read_settings_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise VlynxError("config file not found", path)
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as error:
-            raise VlynxError(f"invalid YAML ({error})", path) from error
-        if not isinstance(raw, dict):
-            raise VlynxError("expected a mapping of settings", path)
-        return cls().updated(raw, source=path)
+        return cls().updated(read_settings_file(path), source=path)
 
     def updated(self, overrides: dict[str, Any], source: str | Path | None = None) -> AlignConfig:
         """A copy with `overrides` (field name -> value) applied; unknown names are an error."""

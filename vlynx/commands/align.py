@@ -66,18 +66,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def config_from_args(args: argparse.Namespace):
     """AlignConfig from --config, then --set, then the explicit flags."""
-    import yaml
-
     from vlynx.align import AlignConfig
-    from vlynx.errors import VlynxError
+    from vlynx.settings import parse_assignments
 
     config = AlignConfig.from_yaml(args.config) if args.config else AlignConfig()
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise VlynxError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    overrides = {key.replace("-", "_"): value for key, value in parse_assignments(args.set).items()}
     for flag, *_ in [*_VALUE_FLAGS, *_SWITCHES]:
         name = flag[2:].replace("-", "_")
         if getattr(args, name) is not None:

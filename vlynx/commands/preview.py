@@ -29,19 +29,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def parse_settings(pairs: list[str]) -> dict:
-    """`KEY=VALUE` strings -> settings dict; values are parsed as YAML scalars/lists (32, 1.0, true, [0, 1])."""
-    import yaml
+    """`KEY=VALUE` strings -> modality settings; lists become tuples (settings are frozen dataclasses)."""
+    from vlynx.settings import parse_assignments
 
-    from vlynx.errors import VlynxError
-
-    settings = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise VlynxError(f"--set expects KEY=VALUE, got {pair!r}")
-        parsed = yaml.safe_load(value)
-        settings[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return settings
+    return {key: tuple(value) if isinstance(value, list) else value
+            for key, value in parse_assignments(pairs).items()}
 
 
 def encoder_view(frames, backbone):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +63,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run(args: argparse.Namespace) -> int:
     from vlynx.errors import VlynxError
     from vlynx.distributed import rank
+    from vlynx.settings import read_settings_file
     from vlynx.tune import TuneConfig, tune
 
-    values: dict[str, Any] = _read_mapping(args.config) if args.config else {}
+    values: dict[str, Any] = read_settings_file(args.config) if args.config else {}
     known = {f.name for f in dataclasses.fields(TuneConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.vision_adapter is not None:
         values["vision_adapters"] = _split(args.vision_adapter)
     if args.modality_config is not None:
-        values["modality_settings"] = _read_mapping(args.modality_config)
+        values["modality_settings"] = read_settings_file(args.modality_config)
     for flag in ("train_vision_adapter", "resume"):
         if getattr(args, flag):
             values[flag] = True
@@ -95,20 +95,3 @@ def run(args: argparse.Namespace) -> int:
 
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _read_mapping(path: Path) -> dict[str, Any]:
-    import yaml
-
-    from vlynx.errors import VlynxError
-
-    if not path.is_file():
-        raise VlynxError("file not found", path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        value = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise VlynxError(f"cannot parse ({error.__class__.__name__}: {str(error).splitlines()[0]})", path) from error
-    if not isinstance(value, dict):
-        raise VlynxError("expected a mapping of settings", path)
-    return value
