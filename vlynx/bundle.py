@@ -35,6 +35,7 @@ from vlynx.conversation import (
     tokenize_question,
 )
 from vlynx.errors import VlynxError
+from vlynx.fingerprints import fingerprint_differences
 
 BUNDLE_FILE = "vlynx_bundle.json"
 BUNDLE_FORMAT = 1
@@ -234,8 +235,7 @@ def _read_manifest(bundle: Path) -> dict[str, Any]:
 def _check_fingerprint(backbone: Backbone, expected: Mapping[str, Any] | None, bundle: Path) -> None:
     if not expected:
         return
-    actual = backbone.fingerprint()
-    differing = sorted(key for key in set(expected) | set(actual) if expected.get(key) != actual.get(key))
+    differing = fingerprint_differences(expected, backbone.fingerprint())
     if differing:
         raise VlynxError(f"the base model '{backbone.source}' is not the one this bundle was trained on "
-                         f"(differs in: {', '.join(differing)})", bundle)
+                         f"(differs in: {'; '.join(differing)})", bundle)

@@ -30,6 +30,7 @@ import torch
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
 from vlynx.files import atomic_path
+from vlynx.fingerprints import fingerprint_differences
 from vlynx.media import read_video
 from vlynx.progress import log, progress
 from vlynx.stats import RunningMoments, RunningSum
@@ -451,7 +452,7 @@ def load_reference(path: str | Path, backbone: Backbone | None = None,
     except (KeyError, ValueError) as error:
         raise VlynxError(f"damaged reference metadata ({error.__class__.__name__}: {error})", path) from error
     if backbone is not None:
-        differences = _fingerprint_differences(reference.fingerprint, backbone.fingerprint())
+        differences = fingerprint_differences(reference.fingerprint, backbone.fingerprint())
         if differences:
             raise VlynxError(
                 "reference statistics were computed for a different model: " + "; ".join(differences)
@@ -460,29 +461,6 @@ def load_reference(path: str | Path, backbone: Backbone | None = None,
         raise VlynxError(f"reference statistics use {reference.frames_per_video} frames per video, this run "
                          f"uses {frames_per_video}; recompute them or match --frames", path)
     return reference
-
-
-def _fingerprint_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """'field: file X, model Y' for each differing leaf (a model without weights skips the weights digest)."""
-    flat_stored, flat_current = _flatten(stored), _flatten(current)
-    differences = []
-    for name in sorted(set(flat_stored) | set(flat_current)):
-        a, b = flat_stored.get(name, "<absent>"), flat_current.get(name, "<absent>")
-        if name == "weights" and b is None:
-            continue
-        if a != b:
-            differences.append(f"{name}: file {a!r}, model {b!r}")
-    return differences
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
-    return flat
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
