@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from vlynx.align import AlignConfig, run_alignment
+from vlynx.align import AlignConfig, run_align
 from vlynx.errors import VlynxError
 
 MODALITY = "egocentric"  # frames as they are: synthetic mp4s are valid inputs
@@ -42,7 +42,7 @@ def world(tiny_checkpoint, tmp_path_factory):
 
 def _config(world, out, **overrides):
     settings = dict(model=str(world["checkpoint"]), modality=MODALITY, data=str(world["inputs"]),
-                    reference=str(world["reference"]), out=str(out), lora_rank=4, lora_alpha=8, lora_dropout=0.0,
+                    reference=str(world["reference"]), out=str(out), vision_rank=4, vision_alpha=8, vision_dropout=0.0,
                     batch_size=2, lr=5e-3, logging_steps=1, save_steps=1000, seed=0)
     settings.update(overrides)
     return AlignConfig(**settings)
@@ -72,17 +72,17 @@ def test_alignment_lowers_loss_writes_peft_adapter_and_keeps_video_path(world, t
     from vlynx.backbones import load_backbone
 
     out = tmp_path / "adapter"
-    result = run_alignment(_config(world, out, max_steps=30))
+    result = run_align(_config(world, out, max_steps=30))
     assert result.steps == 30
-    record = json.loads((out / "vlynx_align_run.json").read_text())
-    history = [e for e in record["final_losses"]]
+    record = json.loads((out / "vlynx_run.json").read_text())
+    history = [e for e in record["results"]["final_losses"]]
     assert set(history) == {"loss", "loss_attn", "loss_dist"}
-    assert record["reference"]["fingerprint"] == load_backbone(world["checkpoint"], language_model=False).fingerprint()
-    assert AlignConfig.from_yaml(out / "vlynx_align.yaml") == _config(world, out, max_steps=30)
+    assert record["results"]["reference"]["fingerprint"] == load_backbone(world["checkpoint"], language_model=False).fingerprint()
+    assert AlignConfig.from_file(out / "vlynx_config.yaml") == _config(world, out, max_steps=30)
     assert not any(p.name.startswith(".adapter") for p in tmp_path.iterdir())  # no staging leftovers
 
     # Loss went down: the same batch evaluated with the initial (zero) and the trained adapter.
-    from vlynx.align import AlignmentModel, ModalityFrames, alignment_inputs
+    from vlynx.align import AlignmentModel, ModalityFrames, alignment_inputs, loss_settings
     from vlynx.modalities import get_modality
     from vlynx.reference import load_reference
 
@@ -92,7 +92,7 @@ def test_alignment_lowers_loss_writes_peft_adapter_and_keeps_video_path(world, t
     pixels = torch.stack([dataset[i]["pixel_values"] for i in range(len(dataset))])
     trained = load_backbone(world["checkpoint"], language_model=False)
     trained.peft_model = PeftModel.from_pretrained(trained.model, out, adapter_name=MODALITY)
-    settings = _config(world, out).loss_settings()
+    settings = loss_settings(_config(world, out))
     from vlynx.adapters import add_vision_adapter, LoraSettings
 
     add_vision_adapter(base, MODALITY, LoraSettings(4, 8, 0.0))
@@ -124,16 +124,16 @@ def test_resume_after_interruption_matches_uninterrupted_run(world, tmp_path):
             if state.global_step == 5:
                 raise KeyboardInterrupt
 
-    common = dict(max_steps=8, save_steps=3, lora_dropout=0.05)  # dropout: the RNG state must resume too
-    run_alignment(_config(world, tmp_path / "straight", **common))
+    common = dict(max_steps=8, save_steps=3, vision_dropout=0.05)  # dropout: the RNG state must resume too
+    run_align(_config(world, tmp_path / "straight", **common))
     interrupted = _config(world, tmp_path / "resumed", **common)
     with pytest.raises(KeyboardInterrupt):
-        run_alignment(interrupted, callbacks=[Interrupt()])
+        run_align(interrupted, callbacks=[Interrupt()])
     assert not (tmp_path / "resumed").exists()  # nothing half-written
     assert (tmp_path / "resumed.checkpoints" / "checkpoint-3").is_dir()
     with pytest.raises(VlynxError, match="--resume"):
-        run_alignment(interrupted)
-    run_alignment(_config(world, tmp_path / "resumed", resume=True, **common))
+        run_align(interrupted)
+    run_align(_config(world, tmp_path / "resumed", resume=True, **common))
     straight = load_file(tmp_path / "straight" / "adapter_model.safetensors")
     resumed = load_file(tmp_path / "resumed" / "adapter_model.safetensors")
     assert set(straight) == set(resumed) and straight
@@ -151,7 +151,7 @@ def test_reference_of_another_model_is_refused(world, tmp_path):
     torch.manual_seed(7)
     LlavaOnevisionForConditionalGeneration(preset_config("tiny")).save_pretrained(other)
     with pytest.raises(VlynxError, match="different model"):
-        run_alignment(_config(world, tmp_path / "out", model=str(other), max_steps=1))
+        run_align(_config(world, tmp_path / "out", model=str(other), max_steps=1))
 
 
 def test_cli_config_file_and_flag_overrides(world, tmp_path, capsys):
@@ -162,17 +162,17 @@ def test_cli_config_file_and_flag_overrides(world, tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(yaml.safe_dump({
         "model": str(world["checkpoint"]), "modality": MODALITY, "data": str(world["inputs"]),
-        "reference": str(world["reference"]), "lora_rank": 2, "lora_dropout": 0.0, "max_steps": 50, "lr": 1e-3,
+        "reference": str(world["reference"]), "vision_rank": 2, "vision_dropout": 0.0, "max_steps": 50, "lr": 1e-3,
     }))
     out = tmp_path / "cli-adapter"
     code = main(["align", "--config", str(recipe), "--out", str(out), "--max-steps", "2", "--no-dist",
                  "--attn-loss", "mse", "--set", "logging_steps=1"])
     assert code == 0
-    saved = AlignConfig.from_yaml(out / "vlynx_align.yaml")
-    assert (saved.max_steps, saved.no_dist, saved.attn_loss, saved.lora_rank, saved.lr, saved.logging_steps) == (
+    saved = AlignConfig.from_file(out / "vlynx_config.yaml")
+    assert (saved.max_steps, saved.no_dist, saved.attn_loss, saved.vision_rank, saved.lr, saved.logging_steps) == (
         2, True, "mse", 2, 1e-3, 1)
-    record = json.loads((out / "vlynx_align_run.json").read_text())
-    assert record["steps"] == 2 and record["final_losses"]["loss_dist"] == 0.0
+    record = json.loads((out / "vlynx_run.json").read_text())
+    assert record["results"]["steps"] == 2 and record["results"]["final_losses"]["loss_dist"] == 0.0
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 2
     assert main(["align", "--config", str(recipe), "--out", str(out)]) == 2  # exists, no --overwrite
@@ -182,9 +182,9 @@ def test_cli_config_file_and_flag_overrides(world, tmp_path, capsys):
 def test_shipped_recipe_is_a_valid_config():
     from pathlib import Path
 
-    recipe = Path(__file__).parent.parent / "vlynx" / "recipes" / "align_audio.yaml"
-    config = AlignConfig.from_yaml(recipe)
-    assert (config.modality, config.lambda_dist, config.lora_rank, config.lora_alpha) == ("audio", 0.01, 64, 128)
+    recipe = Path(__file__).parent.parent / "vlynx" / "configs" / "align_audio.yaml"
+    config = AlignConfig.from_file(recipe)
+    assert (config.modality, config.lambda_dist, config.vision_rank, config.vision_alpha) == ("audio", 0.01, 64, 128)
     with pytest.raises(VlynxError, match="unknown setting"):
         config.updated({"lamda_dist": 0.1})
 
@@ -202,8 +202,8 @@ def test_two_ranks_under_torchrun_equal_one_process(world, tmp_path):
     from tests.conftest import free_port
 
     common = ["--model", str(world["checkpoint"]), "--modality", MODALITY, "--data", str(world["inputs"]),
-              "--reference", str(world["reference"]), "--max-steps", "2", "--lora-rank", "4", "--lora-alpha", "8",
-              "--lr", "5e-3", "--no-dist", "--set", "lora_dropout=0.0", "-q"]
+              "--reference", str(world["reference"]), "--max-steps", "2", "--vision-rank", "4", "--vision-alpha", "8",
+              "--lr", "5e-3", "--no-dist", "--set", "vision_dropout=0.0", "-q"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     launched = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
@@ -213,7 +213,7 @@ def test_two_ranks_under_torchrun_equal_one_process(world, tmp_path):
     assert launched.returncode == 0, launched.stderr[-3000:]
     assert launched.stdout.count("wrote") == 1  # one rank reports, one rank writes
 
-    single = run_alignment(_config(world, tmp_path / "single", max_steps=2, batch_size=4, no_dist=True))
+    single = run_align(_config(world, tmp_path / "single", max_steps=2, batch_size=4, no_dist=True))
     assert single.steps == 2
     ddp = load_file(tmp_path / "ddp" / "adapter_model.safetensors")
     one = load_file(tmp_path / "single" / "adapter_model.safetensors")
@@ -229,7 +229,7 @@ def test_quiet_run_prints_one_line(world, tmp_path, capsys):
     out = tmp_path / "quiet"
     code = main(["-q", "align", "--model", str(world["checkpoint"]), "--modality", MODALITY, "--data",
                  str(world["inputs"]), "--reference", str(world["reference"]), "--out", str(out), "--max-steps", "2",
-                 "--lora-rank", "4", "--set", "logging_steps=1"])
+                 "--vision-rank", "4", "--set", "logging_steps=1"])
     captured = capsys.readouterr()
     assert code == 0
     assert captured.out.strip().splitlines() == [captured.out.strip()] and captured.out.startswith(f"wrote {out}")

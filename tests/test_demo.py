@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from vlynx.demo import CATEGORIES, ROWS, DemoSettings, format_table, run_demo
+from vlynx.demo import CATEGORIES, ROWS, format_table, run_demo
+from vlynx.stage_configs import DemoConfig
 
-TINY = DemoSettings(n_reference=6, n_align=8, n_train=6, n_test=6, align_steps=3, tune_steps=3, batch_size=4)
+TINY = dict(n_reference=6, n_align=8, n_train=6, n_test=6, align_steps=3, tune_steps=3, batch_size=4)
 
 
 def lora(rank: int, fan_in: int, fan_out: int) -> int:
@@ -17,7 +18,7 @@ def lora(rank: int, fan_in: int, fan_out: int) -> int:
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     first_dir, second_dir = tmp_path_factory.mktemp("demo-a"), tmp_path_factory.mktemp("demo-b")
-    return run_demo(first_dir, TINY), run_demo(second_dir, TINY), first_dir
+    return run_demo(DemoConfig(out=str(first_dir), **TINY)), run_demo(DemoConfig(out=str(second_dir), **TINY)), first_dir
 
 
 def test_same_seed_gives_the_same_numbers(two_runs):
@@ -30,7 +31,7 @@ def test_same_seed_gives_the_same_numbers(two_runs):
 def test_every_row_is_reported_with_its_added_parameters(two_runs):
     report, _, _ = two_runs
     # miniworld model: encoder 2 layers x (64 wide, MLP 128); LLM 2 layers x (128 wide, MLP 256, 2 of 4 KV heads)
-    v, r = TINY.vision_rank, TINY.llm_rank
+    v, r = DemoConfig.vision_rank, DemoConfig.llm_rank
     vision = 2 * (4 * lora(v, 64, 64) + lora(v, 64, 128) + lora(v, 128, 64))
     llm = 2 * (2 * lora(r, 128, 128) + 2 * lora(r, 128, 64) + 2 * lora(r, 128, 256) + lora(r, 256, 128))
     assert [row["name"] for row in report["rows"]] == [row.name for row in ROWS]

@@ -90,7 +90,7 @@ def test_pooled_positions_of_tiny_grid(tiny_backbone):
                                                 ("l1", False, True), ("l1", True, False)])
 def test_attention_loss_matches_formula(setup, kind, pooled, after):
     backbone, reference, pixels = setup
-    settings = AlignmentLossSettings(attn_loss=kind, use_dist=False, pooled_queries=pooled, after_out_proj=after)
+    settings = AlignmentLossSettings(attn_loss=kind, no_dist=True, all_queries=not pooled, before_out_proj=not after)
     got = _losses(backbone, reference, pixels, settings)
     terms = _hand_attention_terms(backbone, reference, pixels, pooled, after)
     per_layer = [((a - r).abs().mean() if kind == "l1" else ((a - r) ** 2).mean()) for a, r in terms]
@@ -103,7 +103,7 @@ def test_attention_loss_matches_formula(setup, kind, pooled, after):
 @pytest.mark.parametrize("kind", ["l2norm", "mse"])
 def test_distribution_loss_matches_formula(setup, kind):
     backbone, reference, pixels = setup
-    got = _losses(backbone, reference, pixels, AlignmentLossSettings(dist_loss=kind, use_attn=False))
+    got = _losses(backbone, reference, pixels, AlignmentLossSettings(dist_loss=kind, no_attn=True))
     tokens = encode(backbone, pixels, MODALITY).detach().double().reshape(-1, backbone.llm_hidden_size)
     n = tokens.shape[0]
     assert n == 2 * backbone.tokens_per_video(3)  # every token of the batch, newline included
@@ -121,8 +121,8 @@ def test_distribution_loss_matches_formula(setup, kind):
 def test_total_loss_is_attn_plus_lambda_dist(setup):
     backbone, reference, pixels = setup
     got = _losses(backbone, reference, pixels, AlignmentLossSettings(lambda_dist=0.25))
-    attn = _losses(backbone, reference, pixels, AlignmentLossSettings(use_dist=False))["attn"]
-    dist = _losses(backbone, reference, pixels, AlignmentLossSettings(use_attn=False))["dist"]
+    attn = _losses(backbone, reference, pixels, AlignmentLossSettings(no_dist=True))["attn"]
+    dist = _losses(backbone, reference, pixels, AlignmentLossSettings(no_attn=True))["dist"]
     torch.testing.assert_close(got["loss"], attn + 0.25 * dist)  # eq. (9)
 
 
@@ -155,7 +155,7 @@ def test_gradients_reach_only_the_modality_lora(setup):
 
 def test_stop_grad_reference_keeps_only_the_target_branch(setup):
     backbone, reference, pixels = setup
-    stopped = _grads(backbone, reference, pixels, AlignmentLossSettings(use_dist=False, stop_grad_reference=True))
+    stopped = _grads(backbone, reference, pixels, AlignmentLossSettings(no_dist=True, stop_grad_reference=True))
     # Independent: the same L1 with the reference responses computed by hand and detached.
     backbone.model.zero_grad(set_to_none=True)
     terms = _hand_attention_terms(backbone, reference, pixels)
@@ -166,6 +166,6 @@ def test_stop_grad_reference_keeps_only_the_target_branch(setup):
     for name in expected:
         torch.testing.assert_close(stopped[name], expected[name], rtol=1e-4, atol=1e-7)
     # Without stop-gradient the reference branch adds gradient to q_proj's LoRA: results differ.
-    full = _grads(backbone, reference, pixels, AlignmentLossSettings(use_dist=False))
+    full = _grads(backbone, reference, pixels, AlignmentLossSettings(no_dist=True))
     q_names = [n for n in full if "q_proj.lora_A" in n]
     assert any(not torch.allclose(full[n], stopped[n]) for n in q_names)

@@ -9,11 +9,11 @@ import torch
 
 from vlynx.adapters import add_vision_adapter
 from vlynx.backbones import load_backbone, preset_config
-from vlynx.backbones.tiny import build_word_tokenizer
 from vlynx.bundle import VLynx
 from vlynx.errors import VlynxError
 from vlynx.media import read_video, write_video
-from vlynx.tune import TuneConfig, tune
+from vlynx.tune import TuneConfig, run_tune
+from vlynx.word_tokenizer import build_word_tokenizer
 
 # (video colour, question, answer): the tiny model must learn each answer
 EXAMPLES = [
@@ -68,7 +68,7 @@ def world(tmp_path_factory):
 def config(world, out, **overrides):
     settings = dict(model=str(world / "model"), data=str(world / "data.json"), media_root=str(world / "media"),
                     out=str(out), modalities=["negative"], vision_adapters=[str(world / "aligned")], frames=FRAMES,
-                    lr=1e-2, batch_size=3, max_steps=40, warmup=0.0, logging_steps=5, save_steps=1000,
+                    lr=1e-2, batch_size=3, max_steps=40, warmup_ratio=0.0, logging_steps=5, save_steps=1000,
                     llm_rank=16, llm_alpha=32)
     settings.update(overrides)
     return TuneConfig(**settings)
@@ -80,7 +80,7 @@ def adapter_weights(backbone, name):
 
 @pytest.fixture(scope="module")
 def tuned(world):
-    return tune(config(world, world / "bundle"), transforms={"negative": Negative()})
+    return run_tune(config(world, world / "bundle"), transforms={"negative": Negative()})
 
 
 def test_tiny_model_overfits_and_answers_the_trained_answers(world, tuned):
@@ -107,7 +107,7 @@ def test_vision_adapter_stays_frozen_and_is_saved_unchanged(world, tuned):
     assert manifest["num_frames"] == FRAMES
     assert manifest["base_model"] == str((world / "model").resolve())
     assert set(manifest["adapters"]) == {"negative", "llm"}
-    assert json.loads((tuned.bundle / "tune_config.json").read_text())["lr"] == 1e-2
+    assert TuneConfig.from_file(tuned.bundle / "vlynx_config.yaml").lr == 1e-2
 
 
 def test_reloaded_bundle_generates_identically_and_batches_match_single(world, tuned, tmp_path):
@@ -125,13 +125,13 @@ def test_reloaded_bundle_generates_identically_and_batches_match_single(world, t
 
 def test_resume_continues_exactly_where_training_stopped(world, tmp_path):
     overrides = dict(max_steps=4, save_steps=2, batch_size=1, logging_steps=1)
-    whole = tune(config(world, tmp_path / "whole", **overrides), transforms={"negative": Negative()})
+    whole = run_tune(config(world, tmp_path / "whole", **overrides), transforms={"negative": Negative()})
     parted = config(world, tmp_path / "parted", **overrides)
-    tune(parted, transforms={"negative": Negative()})
+    run_tune(parted, transforms={"negative": Negative()})
     import shutil
 
-    shutil.rmtree(tmp_path / "parted" / "checkpoints" / "checkpoint-4")  # as if stopped after step 2
-    resumed = tune(config(world, tmp_path / "parted", resume=True, **overrides), transforms={"negative": Negative()})
+    shutil.rmtree(tmp_path / "parted.checkpoints" / "checkpoint-4")  # as if stopped after step 2
+    resumed = run_tune(config(world, tmp_path / "parted", resume=True, **overrides), transforms={"negative": Negative()})
     assert resumed.steps == 4
     first = VLynx.from_pretrained(whole.bundle, transforms={"negative": Negative()})
     second = VLynx.from_pretrained(resumed.bundle, transforms={"negative": Negative()})
@@ -143,7 +143,7 @@ def test_resume_continues_exactly_where_training_stopped(world, tmp_path):
 
 
 def test_no_alignment_ablation_trains_a_fresh_vision_adapter(world, tmp_path):
-    result = tune(config(world, tmp_path / "ablation", vision_adapters=[], train_vision_adapter=True, max_steps=2,
+    result = run_tune(config(world, tmp_path / "ablation", vision_adapters=[], train_vision_adapter=True, max_steps=2,
                          batch_size=1, vision_rank=4, vision_alpha=8), transforms={"negative": Negative()})
     model = VLynx.from_pretrained(result.bundle, transforms={"negative": Negative()})
     lora_b = [v for k, v in adapter_weights(model.backbone, "negative").items() if "lora_B" in k]
@@ -153,9 +153,9 @@ def test_no_alignment_ablation_trains_a_fresh_vision_adapter(world, tmp_path):
 
 def test_modality_without_adapter_is_a_clear_error(world, tmp_path):
     with pytest.raises(VlynxError, match="no vision adapter for modality 'negative'"):
-        tune(config(world, tmp_path / "x", vision_adapters=[]), transforms={"negative": Negative()})
-    with pytest.raises(VlynxError, match="no checkpoint to resume from"):
-        tune(config(world, tmp_path / "y", resume=True), transforms={"negative": Negative()})
+        run_tune(config(world, tmp_path / "x", vision_adapters=[]), transforms={"negative": Negative()})
+    fresh = run_tune(config(world, tmp_path / "y", resume=True, max_steps=1), transforms={"negative": Negative()})
+    assert fresh.steps == 1  # --resume with nothing to resume starts afresh (one semantics in every stage)
 
 
 def test_alignment_record_supplies_settings_and_reference_fingerprint(world, tmp_path):
@@ -163,10 +163,10 @@ def test_alignment_record_supplies_settings_and_reference_fingerprint(world, tmp
 
     direct = tmp_path / "align-out"  # `vlynx align` layout: the folder is the adapter, plus its run record
     shutil.copytree(world / "aligned" / "negative", direct)
-    record = {"stage": "align", "adapter_name": "negative", "config": {"modality_settings": {"strength": 3}},
-              "reference": {"fingerprint": {"model": "tiny", "frames": 2}}}
-    (direct / "vlynx_align_run.json").write_text(json.dumps(record))
-    result = tune(config(world, tmp_path / "b", vision_adapters=[str(direct)], max_steps=1, batch_size=1),
+    record = {"stage": "align", "config": {"modality_settings": {"strength": 3}},
+              "results": {"reference": {"fingerprint": {"model": "tiny", "frames": 2}}}}
+    (direct / "vlynx_run.json").write_text(json.dumps(record))
+    result = run_tune(config(world, tmp_path / "b", vision_adapters=[str(direct)], max_steps=1, batch_size=1),
                   transforms={"negative": Negative()})
     manifest = json.loads((result.bundle / "vlynx_bundle.json").read_text())
     assert manifest["modality_settings"] == {"negative": {"strength": 3}}

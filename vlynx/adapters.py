@@ -127,10 +127,29 @@ def route(backbone: Backbone, modality: str | None) -> Iterator[None]:
             _activate(layer, active)
 
 
-def encode(backbone: Backbone, pixel_values: torch.Tensor, modality: str | None = None) -> torch.Tensor:
-    """Frames (B, F, 3, S, S) -> LLM-input tokens (B, T, D), routed for `modality` (None: video)."""
+def encode(backbone: Backbone, pixel_values: torch.Tensor, modality: str | None = None,
+           images_per_frame: int = 1) -> torch.Tensor:
+    """Frames (B, F*k, 3, S, S) -> LLM-input tokens (B, T, D), routed for `modality` (None: video).
+
+    `images_per_frame` = k > 1: see `average_image_groups`.
+    """
     with route(backbone, modality):
-        return backbone.encode_frames(pixel_values)
+        return average_image_groups(backbone, backbone.encode_frames(pixel_values), images_per_frame)
+
+
+def average_image_groups(backbone: Backbone, tokens: torch.Tensor, images_per_frame: int) -> torch.Tensor:
+    """Average the tokens of each `images_per_frame` consecutive images into one frame's tokens.
+
+    A modality that draws k images per frame (depth + its normals) is fed to the LLM, and
+    matched to the video statistics, as one frame: (B, F*k*n + 1, D) -> (B, F*n + 1, D),
+    the trailing newline token kept (docs/method.md §5).
+    """
+    if images_per_frame == 1:
+        return tokens
+    batch, _, dim = tokens.shape
+    per_image = backbone.tokens_per_video(1) - 1
+    frames = tokens[:, :-1].reshape(batch, -1, images_per_frame, per_image, dim).mean(dim=2)  # (B, F, n, D)
+    return torch.cat([frames.reshape(batch, -1, dim), tokens[:, -1:]], dim=1)
 
 
 # ----- adapters on disk ---------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Interface alignment stage (`vlynx align`): train one modality's vision LoRA on unlabeled inputs.
 
-Top to bottom (DESIGN.md §2, eq. 4-9):
+Top to bottom (docs/method.md §2, eq. 4-9):
 
-1. `AlignConfig`: every setting of a run; loadable from YAML, saved beside the output;
+1. `AlignConfig` (in `vlynx.stage_configs`): every setting of a run; its output/resume policy;
 2. load the vision encoder and projector only (the LLM stays on the meta device), check the
    reference statistics were computed for this model, attach the modality's vision LoRA;
 3. `AlignmentModel`: the encoder + projector as one `nn.Module` whose forward returns the
@@ -10,17 +10,15 @@ Top to bottom (DESIGN.md §2, eq. 4-9):
 4. HF `Trainer` runs the loop (AdamW, warm-up + cosine decay, bf16 on GPU, gradient
    accumulation, checkpoints holding only the LoRA weights, resume), so `accelerate launch`,
    torchrun and DeepSpeed work unchanged;
-5. the adapter is written in PEFT format with the config and a JSON run record, atomically.
+5. the adapter is written in PEFT format with the resolved config and a run record, atomically.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
-import tempfile
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,99 +26,23 @@ import torch
 from torch import nn
 
 from vlynx.backbones.base import Backbone
+from vlynx.config import checkpoint_dir_for, prepare_output, save_run
 from vlynx.errors import VlynxError
 from vlynx.losses import AlignmentLossSettings, alignment_losses
 from vlynx.progress import log
+from vlynx.stage_configs import AlignConfig
 from vlynx.training import quiet_when_asked, training_arguments
 
-CONFIG_NAME = "vlynx_align.yaml"
-RECORD_NAME = "vlynx_align_run.json"
 CHECKPOINT_WEIGHTS = "alignment_lora.safetensors"
 
 
-@dataclass
-class AlignConfig:
-    """Settings of one alignment run (defaults: the authors' released code, DESIGN.md §2, §4)."""
-
-    model: str = ""
-    modality: str = ""
-    data: str = ""
-    reference: str = ""
-    out: str = ""
-    modality_settings: dict[str, Any] = field(default_factory=dict)
-    media_root: str | None = None
-    frames: int | None = None  # None: the reference's frames per video
-    # losses (eq. 6, 8, 9)
-    lambda_dist: float = 0.01
-    attn_loss: str = "l1"
-    dist_loss: str = "l2norm"
-    no_attn: bool = False
-    no_dist: bool = False
-    stop_grad_reference: bool = False
-    all_queries: bool = False  # default: only the queries at positions kept by 2x pooling
-    before_out_proj: bool = False  # default: compare after the layer's (adapted) out_proj
-    # vision LoRA (DESIGN.md §4)
-    lora_rank: int = 64
-    lora_alpha: float = 128.0
-    lora_dropout: float = 0.05
-    # optimisation
-    epochs: float = 1.0
-    max_steps: int | None = None  # overrides epochs
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03
-    batch_size: int = 1
-    grad_accum: int = 1
-    max_grad_norm: float = 1.0
-    bf16: bool | None = None  # None: on when a CUDA GPU is used
-    seed: int = 0
-    workers: int = 0
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int | None = 2
-    checkpoint_dir: str | None = None  # default: OUT.checkpoints beside the output
-    resume: bool = False
-    overwrite: bool = False
-    skip_bad_items: bool = False  # default: an unreadable input stops the run (path + reason)
-    deepspeed: str | None = None
-    trust_remote_code: bool = False
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> AlignConfig:
-        """A config from a YAML mapping of field names (unknown keys are an error)."""
-        from vlynx.settings import read_settings_file
-
-        return cls().updated(read_settings_file(path), source=path)
-
-    def updated(self, overrides: dict[str, Any], source: str | Path | None = None) -> AlignConfig:
-        """A copy with `overrides` (field name -> value) applied; unknown names are an error."""
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise VlynxError(f"unknown setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})", source)
-        return dataclasses.replace(self, **overrides)
-
-    def loss_settings(self) -> AlignmentLossSettings:
-        try:
-            return AlignmentLossSettings(
-                attn_loss=self.attn_loss, dist_loss=self.dist_loss, lambda_dist=self.lambda_dist,
-                use_attn=not self.no_attn, use_dist=not self.no_dist,
-                stop_grad_reference=self.stop_grad_reference, pooled_queries=not self.all_queries,
-                after_out_proj=not self.before_out_proj)
-        except ValueError as error:
-            raise VlynxError(str(error)) from error
-
-    def check(self) -> None:
-        for name in ("model", "modality", "data", "reference", "out"):
-            if not getattr(self, name):
-                raise VlynxError(f"'{name}' is required (flag --{name} or the config file)")
-        if self.frames is not None and self.frames < 1:
-            raise VlynxError("frames must be >= 1")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.lora_rank < 1:
-            raise VlynxError("batch size, gradient accumulation and LoRA rank must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise VlynxError("max_steps must be >= 1")
-        self.loss_settings()
+def loss_settings(config: AlignConfig) -> AlignmentLossSettings:
+    """The loss switches of `config` (`AlignmentLossSettings` shares their field names)."""
+    names = [f.name for f in dataclasses.fields(AlignmentLossSettings)]
+    try:
+        return AlignmentLossSettings(**{name: getattr(config, name) for name in names})
+    except ValueError as error:
+        raise VlynxError(str(error)) from error
 
 
 @dataclass
@@ -262,7 +184,7 @@ def _trainer_class():
 
 
 # ----- the stage -------------------------------------------------------------------------------------
-def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult:
+def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult:
     """Train `config.modality`'s vision LoRA against the reference statistics; write the adapter to `config.out`.
 
     Returns the output directory, the final logged losses and the number of optimiser steps.
@@ -276,24 +198,18 @@ def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignRe
     from vlynx.modalities import get_modality
     from vlynx.reference import load_reference
 
+    started = time.time()
+    config = config.resolved()
     config.check()
-    out = Path(config.out)
-    if out.exists() and not config.overwrite and not config.resume:
-        raise VlynxError("output already exists (pass --overwrite to replace it)", out)
-    checkpoint_dir = Path(config.checkpoint_dir or f"{out}.checkpoints")
-    if checkpoint_dir.exists() and any(checkpoint_dir.glob("checkpoint-*")) and not config.resume:
-        if not config.overwrite:
-            raise VlynxError("holds checkpoints of an earlier run: pass --resume to continue or --overwrite", checkpoint_dir)
-        shutil.rmtree(checkpoint_dir)
+    settings = loss_settings(config)
     modality = get_modality(config.modality, **config.modality_settings)
     paths = alignment_inputs(config.data, config.modality, config.media_root)
-
+    if not Path(config.reference).is_file():
+        raise VlynxError("reference statistics file not found (`vlynx reference` writes it)", config.reference)
+    out, checkpoints = Path(config.out), checkpoint_dir_for(config.out, config.checkpoint_dir)
+    resume = prepare_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite)
     args = training_arguments(
-        str(checkpoint_dir), batch_size=config.batch_size, grad_accum=config.grad_accum, lr=config.lr,
-        weight_decay=config.weight_decay, epochs=config.epochs, max_steps=config.max_steps,
-        warmup=config.warmup_ratio, seed=config.seed, logging_steps=config.logging_steps,
-        save_steps=config.save_steps, save_total_limit=config.save_total_limit, workers=config.workers,
-        max_grad_norm=config.max_grad_norm, bf16=config.bf16, deepspeed=config.deepspeed,
+        config, checkpoints,
         # Without the distribution term the last layer's MLP LoRA gets no gradient (the attention
         # loss reads only attention outputs); DDP must then look for unused parameters.
         ddp_find_unused_parameters=config.no_dist,
@@ -306,23 +222,21 @@ def run_alignment(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignRe
     reference = load_reference(config.reference, backbone)
     frames = config.frames or reference.frames_per_video
     set_seed(config.seed)  # the LoRA A init is random: the same seed gives the same run
-    add_vision_adapter(backbone, config.modality, LoraSettings(config.lora_rank, config.lora_alpha, config.lora_dropout))
+    add_vision_adapter(backbone, config.modality,
+                       LoraSettings(config.vision_rank, config.vision_alpha, config.vision_dropout))
     set_trainable(backbone, [config.modality])
 
     dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
-    model = AlignmentModel(backbone, config.modality, reference, config.loss_settings(), modality.images_per_frame)
+    model = AlignmentModel(backbone, config.modality, reference, settings, modality.images_per_frame)
     trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, callbacks=list(callbacks))
     quiet_when_asked(trainer)
-    resume = get_last_checkpoint(str(checkpoint_dir)) if config.resume and checkpoint_dir.is_dir() else None
-    if config.resume and resume is None:
-        log.info("no checkpoint in %s: starting from scratch", checkpoint_dir)
     log.info("aligning '%s' on %d inputs x %d frames; reference %s", config.modality, len(dataset), frames,
              config.reference)
-    trainer.train(resume_from_checkpoint=resume)
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if resume else None)
 
     final = _final_losses(trainer.state.log_history)
     if trainer.is_world_process_zero():
-        _write_output(backbone, config, reference, final, trainer.state.global_step, frames)
+        _write_output(backbone, config, reference, final, trainer.state.global_step, frames, started)
     return AlignResult(out=out, final_losses=final, steps=trainer.state.global_step)
 
 
@@ -334,16 +248,11 @@ def _final_losses(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final: dict[str, float],
-                  steps: int, frames: int) -> None:
-    """PEFT adapter + config + run record into a temp dir beside `config.out`, then renamed into place."""
-    import yaml
+                  steps: int, frames: int, started: float) -> None:
+    """The PEFT adapter, the resolved config and the run record, all replacing `config.out` at once."""
+    from vlynx.files import atomic_directory
 
-    from vlynx import __version__
-
-    out = Path(config.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_directory(config.out) as staging:
         backbone.peft_model.save_pretrained(str(staging), selected_adapters=[config.modality])
         # PEFT puts a non-default adapter in a subfolder; the output dir itself is the adapter.
         nested = staging / config.modality
@@ -351,26 +260,7 @@ def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final
             for item in nested.iterdir():
                 os.replace(item, staging / item.name)
             nested.rmdir()
-        (staging / CONFIG_NAME).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-        record = {
-            "stage": "align",
-            "vlynx_version": __version__,
-            "adapter_name": config.modality,
-            "config": dataclasses.asdict(config),
-            "frames": frames,
-            "reference": {"path": str(config.reference), "fingerprint": reference.fingerprint,
-                          "frames_per_video": reference.frames_per_video, "counts": reference.counts},
-            "steps": steps,
-            "final_losses": final,
-        }
-        (staging / RECORD_NAME).write_text(json.dumps(record, indent=2))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            os.replace(out, old)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        reference_record = {"path": str(config.reference), "fingerprint": reference.fingerprint,
+                            "frames_per_video": reference.frames_per_video, "counts": reference.counts}
+        save_run(config, staging, started, adapter_name=config.modality, frames=frames, steps=steps,
+                 final_losses=final, reference=reference_record)

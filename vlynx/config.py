@@ -77,9 +77,9 @@ class StageConfig:
 
     def check(self) -> None:
         """Raise `VlynxError` naming the first invalid setting (subclasses add their own rules)."""
-        for name in self.REQUIRED:
-            if getattr(self, name) in (None, "", [], {}):
-                raise VlynxError(f"'{name}' is required (flag --{name.replace('_', '-')} or a config file)")
+        missing = [f"--{name.replace('_', '-')}" for name in self.REQUIRED if getattr(self, name) in (None, "", [], {})]
+        if missing:
+            raise VlynxError(f"missing {', '.join(missing)} (as flags or in a --config file)")
 
     # ----- saving --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -235,7 +235,7 @@ def prepare_output(out: Path, checkpoints: Path, *, resume: bool, overwrite: boo
             elif path.exists():
                 path.unlink()
         return False
-    if out.exists() and not resume:
+    if out.exists() and not resume and not (out.is_dir() and not any(out.iterdir())):  # an empty folder is free
         raise VlynxError("output already exists (pass --overwrite to replace it)", out)
     if has_checkpoints and not resume:
         raise VlynxError("holds checkpoints of an earlier run: pass --resume to continue it or --overwrite to "

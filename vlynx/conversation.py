@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,18 +27,12 @@ from vlynx.adapters import encode
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
 from vlynx.inputs import read_annotations
+from vlynx.modalities.base import Modality
 
 IGNORE_INDEX = -100  # label of every token the loss skips (PyTorch's cross-entropy default)
 IMAGE_PLACEHOLDER = "<image>"
 VIDEO_STREAM = "video"  # name of the base-encoder stream; no modality may take it
 _ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
-
-
-class Modality(Protocol):
-    """What prompt assembly needs from a modality transform (see `vlynx.modalities`)."""
-
-    def frames(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None) -> np.ndarray:
-        """Raw input -> uint8 RGB frames (F, H, W, 3), frame i time-aligned with `timestamps[i]`."""
 
 
 @dataclass(frozen=True)
@@ -239,20 +233,13 @@ def encode_blocks(backbone: Backbone, streams: Mapping[str, torch.Tensor], modal
     """The media blocks in prompt order: [video (base encoder), modality 1 (its adapter), ...].
 
     `streams` holds batched encoder inputs (B, F*k, 3, S, S); each block is (B, F*n + 1, D_llm).
-    `group[m]` = k > 1 averages the tokens of each k consecutive images of modality m (DESIGN.md §5).
+    `group[m]` = k > 1 averages the tokens of each k consecutive images of modality m (`vlynx.adapters.average_image_groups`).
     With `grad=False` the encoder runs without autograd and in eval mode (adapters frozen).
     """
     group = group or {}
 
     def block(key: str, modality: str | None) -> torch.Tensor:
-        tokens = encode(backbone, streams[key], modality)  # (B, F*k*n + 1, D)
-        k = group.get(key, 1)
-        if k == 1:
-            return tokens
-        batch, _, dim = tokens.shape
-        per_image = backbone.tokens_per_video(1) - 1
-        frames = tokens[:, :-1].reshape(batch, -1, k, per_image, dim).mean(dim=2)  # (B, F, n, D)
-        return torch.cat([frames.reshape(batch, -1, dim), tokens[:, -1:]], dim=1)
+        return encode(backbone, streams[key], modality, group.get(key, 1))  # (B, F*n + 1, D)
 
     order = [(VIDEO_STREAM, None), *((m, m) for m in modalities)]
     if grad:

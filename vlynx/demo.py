@@ -1,6 +1,6 @@
 """The end-to-end demo on the miniature world: does interface alignment help?
 
-Stage, top to bottom (DESIGN.md §9), all on the shipped tiny Video LLM (`--model miniworld`),
+Stage, top to bottom (docs/method.md §10), all on the shipped tiny Video LLM (`--model miniworld`),
 which has only ever seen silent video:
 
 1. generate the world's splits: reference videos, unpaired unlabeled audio, paired
@@ -18,41 +18,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlynx.errors import VlynxError
+from vlynx.config import prepare_output, save_run
 from vlynx.files import write_text_atomic
 from vlynx.progress import log
+from vlynx.stage_configs import DemoConfig
 
 MODEL = "miniworld"
 MODALITY = "audio"
 CATEGORIES = ("audio", "audio-visual", "video")
-
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """Sizes and optimisation of one demo run (the full run; `QUICK` is the small one)."""
-
-    seed: int = 0
-    n_reference: int = 200  # reference videos (eq. 2-3)
-    n_align: int = 300  # unpaired, unlabeled audio clips for alignment
-    n_train: int = 120  # paired instruction scenes (about 6 questions each)
-    n_test: int = 80  # held-out scenes
-    align_steps: int = 150
-    tune_steps: int = 600
-    batch_size: int = 8
-    # The paper aligns gently (2e-5 for 0.5B) and tunes faster (1e-4); the tiny model needs larger
-    # rates, in the same order: a fast alignment washes the audio out of the tokens (measured).
-    align_lr: float = 2e-4
-    tune_lr: float = 3e-3
-    vision_rank: int = 8  # the tiny encoder is 64 wide: rank 64 would exceed it
-    llm_rank: int = 16
-    lambda_dist: float = 0.01
-
-
-QUICK = DemoSettings(n_reference=40, n_align=64, n_train=60, n_test=40, align_steps=40, tune_steps=150)
 
 
 @dataclass(frozen=True)
@@ -88,23 +65,26 @@ class RowResult:
     losses: dict[str, float] = field(default_factory=dict)
 
 
-def run_demo(out: str | Path, settings: DemoSettings = DemoSettings()) -> dict[str, Any]:
-    """Run the whole demo into `out`; returns what `results.json` holds."""
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run the whole demo into `config.out`; returns what `results.json` holds."""
     from vlynx.miniworld import WORLD, generate_split
 
-    out = Path(out)
+    started = time.time()
+    config = config.resolved()
+    config.check()
+    out = Path(config.out)
+    prepare_output(out, out, resume=False, overwrite=config.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     audio_settings = WORLD.audio_settings()
 
     # 1. The world: four disjoint splits.
     log.info("[1/5] generating the miniature world in %s", out / "world")
-    splits = {split: generate_split(out / "world" / split, split, n, seed=settings.seed)
-              for split, n in (("reference", settings.n_reference), ("align", settings.n_align),
-                               ("train", settings.n_train), ("test", settings.n_test))}
+    splits = {split: generate_split(out / "world" / split, split, n, seed=config.seed)
+              for split, n in (("reference", config.n_reference), ("align", config.n_align),
+                               ("train", config.n_train), ("test", config.n_test))}
 
     # 2. Reference statistics of the frozen base model on videos.
-    log.info("[2/5] reference statistics on %d videos", settings.n_reference)
+    log.info("[2/5] reference statistics on %d videos", config.n_reference)
     reference = _reference(out / "reference.safetensors", splits["reference"], WORLD.frames_per_video)
 
     # 3. Interface alignment on unpaired audio (and the ablations).
@@ -112,7 +92,7 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings()) -> dict[s
     for number, (variant, switches) in enumerate(ALIGNMENTS.items(), 1):
         log.info("[3/5] interface alignment %d/%d (%s)", number, len(ALIGNMENTS), variant)
         aligned[variant] = _align(out / "adapters" / variant, splits["align"], reference, audio_settings,
-                                  settings, switches)
+                                  config, switches)
 
     # 4-5. Instruction tuning and evaluation, one row at a time.
     results = []
@@ -120,7 +100,7 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings()) -> dict[s
         log.info("[4/5] row %d/%d: %s", number, len(ROWS), row.name)
         began = time.perf_counter()
         model, losses = _row_model(out / "bundles" / _slug(row.name), row, splits["train"], aligned,
-                                   audio_settings, settings)
+                                   audio_settings, config)
         log.info("[5/5] evaluating %s", row.name)
         predictions = Path("predictions") / f"{_slug(row.name)}.jsonl"
         accuracy, counts = _evaluate(model, splits["test"], out / predictions)
@@ -128,14 +108,15 @@ def run_demo(out: str | Path, settings: DemoSettings = DemoSettings()) -> dict[s
                                  round(time.perf_counter() - began, 1), str(predictions), losses))
 
     report = {
-        "settings": asdict(settings),
+        "settings": config.to_dict(),
         "model": MODEL,
         "rows": [asdict(result) for result in results],
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": round(time.time() - started, 1),
     }
     write_text_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "results.md", format_table(report) + "\n")
     plot_results(report, out / "results.png")
+    save_run(config, out, started, rows=len(results))
     return report
 
 
@@ -150,41 +131,39 @@ def _reference(path: Path, videos: Path, frames: int) -> Path:
     return path
 
 
-def _align(out: Path, data: Path, reference: Path, audio_settings: dict[str, Any], settings: DemoSettings,
+def _align(out: Path, data: Path, reference: Path, audio_settings: dict[str, Any], config: DemoConfig,
            switches: dict[str, bool]) -> tuple[Path, dict[str, float]]:
-    from vlynx.align import AlignConfig, run_alignment
+    from vlynx.align import AlignConfig, run_align
 
-    config = AlignConfig(
+    result = run_align(AlignConfig(
         model=MODEL, modality=MODALITY, data=str(data), reference=str(reference), out=str(out),
-        modality_settings=audio_settings, lambda_dist=settings.lambda_dist, lora_rank=settings.vision_rank,
-        lora_alpha=2.0 * settings.vision_rank, max_steps=settings.align_steps, lr=settings.align_lr,
-        batch_size=settings.batch_size, seed=settings.seed, logging_steps=max(settings.align_steps // 5, 1),
-        save_steps=10 * settings.align_steps, overwrite=True, **switches,
-    )
-    result = run_alignment(config)
+        modality_settings=audio_settings, lambda_dist=config.lambda_dist, vision_rank=config.vision_rank,
+        max_steps=config.align_steps, lr=config.align_lr, batch_size=config.batch_size, seed=config.seed,
+        logging_steps=max(config.align_steps // 5, 1), save_steps=10 * config.align_steps, overwrite=True,
+        **switches,
+    ))
     return result.out, result.final_losses
 
 
 def _row_model(out: Path, row: Row, train: Path, aligned: dict[str, tuple[Path, dict[str, float]]],
-               audio_settings: dict[str, Any], settings: DemoSettings):
+               audio_settings: dict[str, Any], config: DemoConfig):
     from vlynx.backbones import load_backbone
     from vlynx.bundle import VLynx
     from vlynx.miniworld import WORLD
-    from vlynx.tune import TuneConfig, tune
+    from vlynx.tune import TuneConfig, run_tune
 
     if not row.tuned:
         return VLynx(load_backbone(MODEL), [], WORLD.frames_per_video), {}
-    config = TuneConfig(
+    result = run_tune(TuneConfig(
         model=MODEL, data=str(train), out=str(out), frames=WORLD.frames_per_video,
         modalities=[MODALITY] if row.audio else [],
         vision_adapters=[str(aligned[row.alignment][0])] if row.alignment else [],
         modality_settings={MODALITY: audio_settings} if row.audio else {},
-        train_vision_adapter=row.train_vision_adapter, vision_rank=settings.vision_rank,
-        vision_alpha=2.0 * settings.vision_rank, llm_rank=settings.llm_rank, llm_alpha=2.0 * settings.llm_rank,
-        max_steps=settings.tune_steps, lr=settings.tune_lr, batch_size=settings.batch_size, seed=settings.seed,
-        logging_steps=max(settings.tune_steps // 5, 1), save_steps=10 * settings.tune_steps,
-    )
-    result = tune(config)
+        train_vision_adapter=row.train_vision_adapter, vision_rank=config.vision_rank,
+        llm_rank=config.llm_rank, llm_alpha=2.0 * config.llm_rank,
+        max_steps=config.tune_steps, lr=config.tune_lr, batch_size=config.batch_size, seed=config.seed,
+        logging_steps=max(config.tune_steps // 5, 1), save_steps=10 * config.tune_steps, overwrite=True,
+    ))
     losses = {"tune_final": round(result.losses[-1], 4)} if result.losses else {}
     if row.alignment:
         losses.update({f"align_{k}": round(v, 4) for k, v in aligned[row.alignment][1].items()})
@@ -291,9 +270,3 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
-
-
-def settings_for(quick: bool, seed: int) -> DemoSettings:
-    if seed < 0:
-        raise VlynxError("--seed must be a non-negative integer")
-    return replace(QUICK if quick else DemoSettings(), seed=seed)

@@ -22,29 +22,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlynx.adapters import route
+from vlynx.adapters import average_image_groups, route
 from vlynx.backbones.base import Backbone
 
 
 @dataclass(frozen=True)
 class AlignmentLossSettings:
-    """How eq. (4)-(9) are realised; defaults = the authors' released code."""
+    """How eq. (4)-(9) are realised (the same names as `AlignConfig`); defaults = the authors' released code."""
 
     attn_loss: str = "l1"  # "l1" (mean abs) | "mse"
     dist_loss: str = "l2norm"  # "l2norm" (unsquared ‖·‖₂) | "mse"
     lambda_dist: float = 0.01
-    use_attn: bool = True
-    use_dist: bool = True
+    no_attn: bool = False  # ablation: drop eq. (6)
+    no_dist: bool = False  # ablation: drop eq. (8)
     stop_grad_reference: bool = False
-    pooled_queries: bool = True  # queries at the positions the backbone's 2x pooling keeps
-    after_out_proj: bool = True  # compare out_proj(A) with out_proj(Ā), the layer's adapted out_proj
+    all_queries: bool = False  # default: only the queries at the positions 2x pooling keeps
+    before_out_proj: bool = False  # default: compare out_proj(A) with out_proj(Ā), the adapted out_proj
 
     def __post_init__(self) -> None:
         if self.attn_loss not in ("l1", "mse"):
             raise ValueError(f"attn_loss must be 'l1' or 'mse', got {self.attn_loss!r}")
         if self.dist_loss not in ("l2norm", "mse"):
             raise ValueError(f"dist_loss must be 'l2norm' or 'mse', got {self.dist_loss!r}")
-        if not (self.use_attn or self.use_dist):
+        if self.no_attn and self.no_dist:
             raise ValueError("at least one of the attention and distribution losses must be on")
 
 
@@ -124,14 +124,14 @@ def alignment_losses(
     attention_modules = backbone.attention_modules()
     with contextlib.ExitStack() as stack:
         stack.enter_context(route(backbone, modality))
-        capture = stack.enter_context(backbone.capture_attention()) if settings.use_attn else None
-        projections = stack.enter_context(_out_proj_io(attention_modules)) if settings.use_attn else None
+        capture = stack.enter_context(backbone.capture_attention()) if not settings.no_attn else None
+        projections = stack.enter_context(_out_proj_io(attention_modules)) if not settings.no_attn else None
         tokens = backbone.encode_frames(pixel_values)  # (B, F*n + 1, D_llm)
 
         zero = tokens.new_zeros(())
         attn = zero
-        if settings.use_attn:
-            keep = backbone.pooled_positions().to(tokens.device) if settings.pooled_queries else None
+        if not settings.no_attn:
+            keep = backbone.pooled_positions().to(tokens.device) if not settings.all_queries else None
             targets, references = [], []
             for layer, module in enumerate(attention_modules):
                 queries = capture.queries[layer]  # (frames, heads, positions, head_dim)
@@ -141,19 +141,15 @@ def alignment_losses(
                 with torch.no_grad() if settings.stop_grad_reference else contextlib.nullcontext():
                     response = reference_response(queries, reference_keys[layer], reference_values[layer])
                     response = response.transpose(1, 2).reshape(before.shape)  # heads back into channels
-                    if settings.after_out_proj:
+                    if not settings.before_out_proj:
                         response = module.out_proj(response)  # still routed: the adapted out_proj
-                targets.append(after if settings.after_out_proj else before)
+                targets.append(before if settings.before_out_proj else after)
                 references.append(response)
             attn = attention_alignment_loss(targets, references, settings.attn_loss)  # eq. (6)
 
     dist = zero
-    if settings.use_dist:
-        if images_per_frame > 1:
-            batch, _, dim = tokens.shape
-            frame_tokens = tokens[:, :-1].reshape(batch, -1, images_per_frame,
-                                                  backbone.tokens_per_video(1) - 1, dim).mean(dim=2)
-            tokens = torch.cat([frame_tokens.reshape(batch, -1, dim), tokens[:, -1:]], dim=1)
+    if not settings.no_dist:
+        tokens = average_image_groups(backbone, tokens, images_per_frame)
         dist = distribution_loss(tokens, token_mean, token_var, settings.dist_loss)  # eq. (7)-(8)
-    loss = attn + settings.lambda_dist * dist if settings.use_dist else attn  # eq. (9)
+    loss = attn + settings.lambda_dist * dist if not settings.no_dist else attn  # eq. (9)
     return {"loss": loss, "attn": attn.detach(), "dist": dist.detach()}

@@ -5,64 +5,49 @@ DeepSpeed come through `accelerate launch` / `torchrun` with no code of ours.
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vlynx.progress import log
 
+if TYPE_CHECKING:
+    from vlynx.stage_configs import TrainingConfig
 
-def training_arguments(
-    output_dir: str,
-    *,
-    batch_size: int,
-    grad_accum: int,
-    lr: float,
-    weight_decay: float,
-    epochs: float,
-    max_steps: int | None,
-    warmup: float,
-    seed: int,
-    logging_steps: int,
-    save_steps: int,
-    save_total_limit: int | None = 2,
-    workers: int = 0,
-    max_grad_norm: float = 1.0,
-    bf16: bool | None = None,
-    deepspeed: str | None = None,
-    **extra: Any,
-):
-    """`TrainingArguments` for a V-LynX stage; `bf16=None` means bf16 exactly when a CUDA GPU is used.
 
-    `warmup` < 1 is a fraction of the total steps. `extra` passes further TrainingArguments fields.
+def training_arguments(config: TrainingConfig, output_dir: str | Path, **extra: Any):
+    """`TrainingArguments` for a V-LynX stage from its config; `bf16=None` means bf16 exactly on CUDA.
+
+    `extra` passes further TrainingArguments fields.
     """
     from transformers import TrainingArguments
 
     use_cuda = torch.cuda.is_available()
     return TrainingArguments(
-        output_dir=output_dir,
-        per_device_train_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
-        learning_rate=lr,
-        weight_decay=weight_decay,
-        num_train_epochs=epochs,
-        max_steps=max_steps if max_steps and max_steps > 0 else -1,
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.lr,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps if config.max_steps is not None else -1,
         optim="adamw_torch",
         lr_scheduler_type="cosine",
-        warmup_steps=warmup,
-        max_grad_norm=max_grad_norm,
-        bf16=use_cuda if bf16 is None else bf16,
+        warmup_steps=config.warmup_ratio,  # < 1: a fraction of the total steps
+        max_grad_norm=config.max_grad_norm,
+        bf16=use_cuda if config.bf16 is None else config.bf16,
         use_cpu=not use_cuda,
-        seed=seed,
-        data_seed=seed,
-        logging_steps=logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        logging_steps=config.logging_steps,
         save_strategy="steps",
-        save_steps=save_steps,
-        save_total_limit=save_total_limit,
-        dataloader_num_workers=workers,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        dataloader_num_workers=config.workers,
         remove_unused_columns=False,
         report_to="none",
-        deepspeed=deepspeed,
+        deepspeed=config.deepspeed,
         disable_tqdm=not log.isEnabledFor(20),
         **extra,
     )

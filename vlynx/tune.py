@@ -1,4 +1,4 @@
-"""Instruction tuning (DESIGN.md §2 eq. 10, §6): train the LLM LoRA on video + new-modality prompts.
+"""Instruction tuning (docs/method.md §2 eq. 10, §6): train the LLM LoRA on video + new-modality prompts.
 
 Reads top to bottom: load the backbone -> attach the aligned vision adapters (frozen) and a
 fresh LLM LoRA -> read and tokenize the conversations -> train on HF Trainer -> save a bundle.
@@ -10,9 +10,9 @@ Variants from the paper, by setting:
 """
 from __future__ import annotations
 
-import json
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ from transformers import Trainer
 
 from vlynx.adapters import (
     LLM_ADAPTER,
-    VISION_LORA,
     LoraSettings,
     add_llm_adapter,
     add_vision_adapter,
@@ -33,6 +32,7 @@ from vlynx.adapters import (
 )
 from vlynx.backbones.base import Backbone
 from vlynx.bundle import VLynx
+from vlynx.config import checkpoint_dir_for, prepare_output, read_run_record, save_run
 from vlynx.conversation import (
     IGNORE_INDEX,
     VIDEO_STREAM,
@@ -47,64 +47,8 @@ from vlynx.conversation import (
     tokenize_chat,
 )
 from vlynx.errors import VlynxError
-from vlynx.files import write_text_atomic
+from vlynx.stage_configs import TuneConfig
 from vlynx.training import quiet_when_asked, training_arguments
-
-CONFIG_FILE = "tune_config.json"
-ALIGN_RECORD = "vlynx_align_run.json"  # written by `vlynx align` beside its adapter
-CHECKPOINTS = "checkpoints"
-
-
-@dataclass
-class TuneConfig:
-    """Everything one instruction-tuning run depends on (saved beside its output as `tune_config.json`)."""
-
-    model: str  # preset, hub id or checkpoint directory of the base Video LLM
-    data: str  # LLaVA/PAVE annotation file (JSON list or JSONL)
-    out: str  # bundle directory to write (checkpoints go to OUT/checkpoints)
-    media_root: str | None = None  # relative media paths resolve here (default: the annotation file's folder)
-    modalities: list[str] = field(default_factory=list)  # new-modality blocks, in prompt order
-    vision_adapters: list[str] = field(default_factory=list)  # one dir per modality, or one dir with subfolders
-    modality_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # transform settings per modality
-    frames: int = 32
-    epochs: float = 1.0
-    max_steps: int = -1  # > 0 overrides epochs
-    lr: float = 1e-4  # the paper's instruction-tuning rate for both model sizes
-    batch_size: int = 1
-    grad_accum: int = 1
-    warmup: float = 0.03  # fraction of steps with linear warm-up, then cosine decay
-    weight_decay: float = 0.0
-    llm_rank: int = 64
-    llm_alpha: float = 16.0
-    train_vision_adapter: bool = False
-    vision_rank: int = VISION_LORA.rank  # for fresh vision adapters only
-    vision_alpha: float = VISION_LORA.alpha
-    save_steps: int = 500
-    logging_steps: int = 10
-    resume: bool = False
-    seed: int = 0
-    dataloader_workers: int = 0
-    # modality -> fingerprint of the reference statistics its adapter was aligned to (default: the align record)
-    reference_fingerprint: dict[str, Any] | None = None
-
-    def validate(self) -> None:
-        if len(set(self.modalities)) != len(self.modalities):
-            raise VlynxError(f"modalities listed twice: {self.modalities}")
-        for name in self.modalities:
-            if name in (VIDEO_STREAM, LLM_ADAPTER) or not name:
-                raise VlynxError(f"'{name}' cannot name a modality (reserved)")
-        if self.vision_adapters and len(self.vision_adapters) not in (1, len(self.modalities)):
-            raise VlynxError(f"give one vision adapter dir per modality ({len(self.modalities)}) or one dir holding "
-                             f"a subfolder per modality; got {len(self.vision_adapters)}")
-        if self.vision_adapters and not self.modalities:
-            raise VlynxError("vision adapters given but no --modality to use them for")
-        for name, value in (("frames", self.frames), ("batch_size", self.batch_size),
-                            ("grad_accum", self.grad_accum), ("llm_rank", self.llm_rank)):
-            if value < 1:
-                raise VlynxError(f"{name} must be >= 1 (got {value})")
-        if self.lr <= 0 or (self.max_steps <= 0 and self.epochs <= 0):
-            raise VlynxError("learning rate and epochs (or max_steps) must be positive")
-
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -113,7 +57,7 @@ class TuneResult:
     steps: int
 
 
-def tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -> TuneResult:
+def run_tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -> TuneResult:
     """Run instruction tuning and write a bundle to `config.out`.
 
     `transforms` overrides the registered modality transforms (default:
@@ -124,63 +68,62 @@ def tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = None) -
 
     from vlynx.backbones import load_backbone
 
-    config.validate()
-    config = replace(config, modality_settings=dict(config.modality_settings))  # filled in below; caller's stays
-    out = Path(config.out)
-    checkpoints = out / CHECKPOINTS
-    resume_from = None
-    if config.resume:
-        resume_from = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-        if resume_from is None:
-            raise VlynxError("--resume: no checkpoint to resume from", checkpoints)
+    started = time.time()
+    config = config.resolved()
+    config.check()
+    adapter_dirs = [_adapter_dir(config, index, modality) for index, modality in enumerate(config.modalities)]
+    for modality, directory in zip(config.modalities, adapter_dirs):
+        if directory is None and not config.train_vision_adapter:
+            raise VlynxError(f"no vision adapter for modality '{modality}': give --vision-adapter (the alignment "
+                             f"output) or --train-vision-adapter for a fresh one trained here")
+    # The transform settings and reference statistics each adapter was aligned with, unless given.
+    aligned = {m: _alignment_record(d) for m, d in zip(config.modalities, adapter_dirs) if d is not None}
+    config = replace(config, modality_settings={
+        **{m: settings for m, (settings, _) in aligned.items() if settings is not None},
+        **config.modality_settings})
+    reference_fingerprints = {m: fingerprint for m, (_, fingerprint) in aligned.items() if fingerprint is not None}
+    examples = load_examples(config.data, config.modalities, config.media_root)
+    out, checkpoints = Path(config.out), checkpoint_dir_for(config.out, config.checkpoint_dir)
+    resume = prepare_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite)
 
     # 1. Model: base backbone + aligned vision adapters (frozen) + fresh LLM LoRA (seeded: runs repeat exactly).
     set_seed(config.seed)
-    backbone = load_backbone(config.model, device=_device())
+    backbone = load_backbone(config.model, device=_device(), trust_remote_code=config.trust_remote_code)
     if backbone.tokenizer is None:
         raise VlynxError("instruction tuning needs the model's tokenizer; none found", config.model)
     trained = [LLM_ADAPTER]
-    for index, modality in enumerate(config.modalities):
-        directory = _adapter_dir(config, index, modality)
+    for modality, directory in zip(config.modalities, adapter_dirs):
         if directory is not None:
             load_adapter(backbone, directory, modality)
-            _adopt_alignment_record(config, modality, directory)
-        elif config.train_vision_adapter:
-            add_vision_adapter(backbone, modality, LoraSettings(config.vision_rank, config.vision_alpha))
         else:
-            raise VlynxError(f"no vision adapter for modality '{modality}': give --vision-adapter (the alignment "
-                             f"output) or --train-vision-adapter for a fresh one trained here")
+            add_vision_adapter(backbone, modality,
+                               LoraSettings(config.vision_rank, config.vision_alpha, config.vision_dropout))
         if config.train_vision_adapter:
             trained.append(modality)
-    add_llm_adapter(backbone, LoraSettings(config.llm_rank, config.llm_alpha))
+    add_llm_adapter(backbone, LoraSettings(config.llm_rank, config.llm_alpha, config.llm_dropout))
     set_trainable(backbone, trained)
 
     # 2. Data: every entry checked and tokenized before training starts; media decoded per step.
-    examples = load_examples(config.data, config.modalities, config.media_root)
     transforms = _transforms(config, transforms)
     dataset = ConversationDataset(backbone, examples, transforms, config.frames)
 
     # 3. Train: AdamW, linear warm-up then cosine decay (paper §A), checkpoints for --resume.
-    args = training_arguments(
-        str(checkpoints), batch_size=config.batch_size, grad_accum=config.grad_accum, lr=config.lr,
-        weight_decay=config.weight_decay, epochs=config.epochs, max_steps=config.max_steps,
-        warmup=config.warmup, seed=config.seed, logging_steps=config.logging_steps,
-        save_steps=config.save_steps, workers=config.dataloader_workers, label_names=["labels"],
-    )
+    args = training_arguments(config, checkpoints, label_names=["labels"])
     group = {m: images_per_frame(transforms[m]) for m in config.modalities}
     trainer = InstructionTrainer(backbone, config.modalities, group, trained, config.train_vision_adapter,
                                  model=backbone.peft_model, args=args, train_dataset=dataset,
-                                 data_collator=Collator(_pad_id(backbone)))
+                                 data_collator=Collator(backbone.pad_token_id))
     quiet_when_asked(trainer)
-    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if resume else None)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
-    # 4. Save: the bundle, and the config beside it so the run can be repeated.
+    # 4. Save: the bundle, and the resolved config and run record in it so the run can be repeated.
     settings = {m: config.modality_settings.get(m, {}) for m in config.modalities}
-    model = VLynx(backbone, config.modalities, config.frames, settings, transforms, config.reference_fingerprint)
+    model = VLynx(backbone, config.modalities, config.frames, settings, transforms, reference_fingerprints or None)
     if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
         model.save_pretrained(out)
-        write_text_atomic(out / CONFIG_FILE, json.dumps(asdict(config), indent=2) + "\n")
+        save_run(config, out, started, steps=trainer.state.global_step, losses=losses,
+                 reference_fingerprints=reference_fingerprints)
     return TuneResult(out, losses, trainer.state.global_step)
 
 
@@ -198,24 +141,15 @@ def _adapter_dir(config: TuneConfig, index: int, modality: str) -> Path | None:
         raise
 
 
-def _adopt_alignment_record(config: TuneConfig, modality: str, directory: Path) -> None:
-    """Take the transform settings and reference fingerprint the adapter was aligned with, unless given.
+def _alignment_record(directory: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(transform settings, reference fingerprint) recorded by `vlynx align` beside its adapter.
 
-    The same transform must be used in alignment, tuning and inference (DESIGN.md §5).
+    The same transform must be used in alignment, tuning and inference (docs/method.md §5).
     """
-    path = directory / ALIGN_RECORD
-    if not path.is_file():
-        return
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise VlynxError(f"invalid JSON at line {error.lineno}: {error.msg}", path) from error
-    aligned = (record.get("config") or {}).get("modality_settings")
-    if modality not in config.modality_settings and isinstance(aligned, dict):
-        config.modality_settings[modality] = aligned
-    fingerprint = (record.get("reference") or {}).get("fingerprint")
-    if fingerprint is not None:
-        config.reference_fingerprint = {modality: fingerprint, **(config.reference_fingerprint or {})}
+    record = read_run_record(directory) or {}
+    settings = (record.get("config") or {}).get("modality_settings")
+    fingerprint = ((record.get("results") or {}).get("reference") or {}).get("fingerprint")
+    return (settings if isinstance(settings, dict) else None), fingerprint
 
 
 def _transforms(config: TuneConfig, given: Mapping[str, Modality] | None) -> dict[str, Modality]:
@@ -231,11 +165,6 @@ def _transforms(config: TuneConfig, given: Mapping[str, Modality] | None) -> dic
 
 def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _pad_id(backbone: Backbone) -> int:
-    tokenizer = backbone.tokenizer
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 # ----- components -------------------------------------------------------------------

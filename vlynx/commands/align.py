@@ -2,45 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
-# Flags that map one-to-one onto AlignConfig fields (dest = field name); None means "not given".
-_VALUE_FLAGS = [
-    ("--model", str, "preset, hub id or checkpoint dir of the Video LLM"),
-    ("--modality", str, "modality name (audio, depth, hfr, egocentric or a plug-in)"),
-    ("--data", str, "unlabeled modality inputs: DIR | LIST.txt | ANNOT.json[l]"),
-    ("--reference", str, "reference statistics file from `vlynx reference` (must match --model)"),
-    ("--out", str, "output adapter directory (PEFT format)"),
-    ("--media-root", str, "folder that relative paths in --data resolve against"),
-    ("--frames", int, "frames per input (default: the reference's frames per video)"),
-    ("--epochs", float, "training epochs (default 1)"),
-    ("--max-steps", int, "optimizer steps; overrides --epochs"),
-    ("--lr", float, "peak learning rate (default 1e-4; 3%% linear warm-up, cosine decay)"),
-    ("--batch-size", int, "inputs per device per step (default 1)"),
-    ("--grad-accum", int, "gradient accumulation steps (default 1)"),
-    ("--lambda-dist", float, "weight of the distribution loss, eq. (9) (default 0.01)"),
-    ("--attn-loss", str, "attention distance: l1 (authors' code, default) or mse (paper's wording)"),
-    ("--dist-loss", str, "distribution distance: l2norm (default) or mse"),
-    ("--lora-rank", int, "vision LoRA rank (default 64; alpha defaults to 2 x rank)"),
-    ("--lora-alpha", float, "vision LoRA alpha"),
-    ("--seed", int, "random seed (default 0)"),
-    ("--workers", int, "data loader worker processes (default 0)"),
-    ("--logging-steps", int, "log losses every N steps (default 10)"),
-    ("--save-steps", int, "checkpoint every N steps (default 500)"),
-    ("--checkpoint-dir", str, "where checkpoints go (default OUT.checkpoints)"),
-    ("--deepspeed", str, "DeepSpeed JSON config (run under `accelerate launch` or torchrun)"),
-]
-_SWITCHES = [
-    ("--no-attn", "ablation: drop the attention alignment loss"),
-    ("--no-dist", "ablation: drop the distribution regularization"),
-    ("--stop-grad-reference", "no gradient through the reference-response branch"),
-    ("--all-queries", "use every query position, not only those kept by 2x pooling"),
-    ("--before-out-proj", "compare attention outputs before the output projection"),
-    ("--resume", "continue from the last checkpoint in the checkpoint directory"),
-    ("--overwrite", "replace an existing output directory / earlier checkpoints"),
-    ("--skip-bad-items", "skip unreadable inputs (listed in the log) instead of stopping"),
-    ("--trust-remote-code", "allow the checkpoint's own code"),
-]
+from vlynx.config import add_config_arguments, add_option
+from vlynx.stage_configs import AlignConfig
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -51,40 +17,53 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Interface alignment (V-LynX eq. 4-9): train only the new modality's vision-encoder LoRA on "
         "unpaired, unlabeled inputs so that its attention responses match those against the video reference "
         "keys/values, and its projected tokens have the video token statistics. Loads only the vision encoder "
-        "and projector. Settings come from --config YAML, then flags; the result is a PEFT adapter dir with "
-        "the config and a JSON run record. Multi-GPU: `accelerate launch -m vlynx align ...`.",
+        "and projector. Settings come from --config, then --set, then flags; the result is a PEFT adapter dir "
+        "holding the resolved config and a run record. Multi-GPU: `accelerate launch -m vlynx align ...`.",
     )
-    parser.add_argument("--config", help="YAML recipe of AlignConfig fields (flags override it)")
-    for flag, kind, text in _VALUE_FLAGS:
-        parser.add_argument(flag, type=kind, default=None, help=text)
-    for flag, text in _SWITCHES:
-        parser.add_argument(flag, action="store_true", default=None, help=text)
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any other config field, value parsed as YAML (e.g. --set modality_settings={n_mels: 32})")
+    add_config_arguments(parser, AlignConfig)
+    option = functools.partial(add_option, parser, AlignConfig)
+    option("model", help="preset, hub id or checkpoint dir of the Video LLM")
+    option("modality", help="modality name (audio, depth, hfr, egocentric or a plug-in)")
+    option("data", help="unlabeled modality inputs: DIR | LIST.txt | ANNOT.json[l]")
+    option("reference", help="reference statistics file from `vlynx reference` (must match --model)")
+    option("out", help="output adapter directory (PEFT format)")
+    option("media_root", help="folder that relative paths in --data resolve against")
+    option("frames", help="frames per input (default: the reference's frames per video)")
+    option("epochs", help="training epochs")
+    option("max_steps", help="optimizer steps; overrides --epochs")
+    option("lr", help="peak learning rate (3%% linear warm-up, cosine decay)")
+    option("batch_size", help="inputs per device per step")
+    option("grad_accum", help="gradient accumulation steps")
+    option("lambda_dist", help="weight of the distribution loss, eq. (9)")
+    option("attn_loss", choices=["l1", "mse"], help="attention distance: l1 (authors' code) or mse (paper's wording)")
+    option("dist_loss", choices=["l2norm", "mse"], help="distribution distance: l2norm or mse")
+    option("vision_rank", "--vision-rank", "--lora-rank", help="vision LoRA rank (alpha defaults to 2 x rank)")
+    option("vision_alpha", "--vision-alpha", "--lora-alpha", help="vision LoRA alpha (default: 2 x rank)")
+    option("vision_dropout", help="vision LoRA dropout")
+    option("seed", help="random seed")
+    option("workers", help="data loader worker processes")
+    option("logging_steps", help="log losses every N steps")
+    option("save_steps", help="checkpoint every N steps")
+    option("checkpoint_dir", help="where checkpoints go (default: OUT.checkpoints)")
+    option("deepspeed", help="DeepSpeed JSON config (run under `accelerate launch` or torchrun)")
+    option("no_attn", help="ablation: drop the attention alignment loss")
+    option("no_dist", help="ablation: drop the distribution regularization")
+    option("stop_grad_reference", help="no gradient through the reference-response branch")
+    option("all_queries", help="use every query position, not only those kept by 2x pooling")
+    option("before_out_proj", help="compare attention outputs before the output projection")
+    option("resume", help="continue from the checkpoints in the checkpoint directory (none: start afresh)")
+    option("overwrite", help="remove an existing output directory and its checkpoints first")
+    option("skip_bad_items", help="skip unreadable inputs (listed in the log) instead of stopping")
+    option("trust_remote_code", help="allow the checkpoint's own code")
     parser.set_defaults(handler=run)
 
 
-def config_from_args(args: argparse.Namespace):
-    """AlignConfig from --config, then --set, then the explicit flags."""
-    from vlynx.align import AlignConfig
-    from vlynx.settings import parse_assignments
-
-    config = AlignConfig.from_yaml(args.config) if args.config else AlignConfig()
-    overrides = {key.replace("-", "_"): value for key, value in parse_assignments(args.set).items()}
-    for flag, *_ in [*_VALUE_FLAGS, *_SWITCHES]:
-        name = flag[2:].replace("-", "_")
-        if getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    if "lora_rank" in overrides and "lora_alpha" not in overrides:
-        overrides["lora_alpha"] = 2.0 * overrides["lora_rank"]
-    return config.updated(overrides)
-
-
 def run(args: argparse.Namespace) -> int:
-    from vlynx.align import run_alignment
+    from vlynx.align import run_align
+    from vlynx.config import config_from_args
     from vlynx.distributed import rank
 
-    result = run_alignment(config_from_args(args))
+    result = run_align(config_from_args(AlignConfig, args))
     losses = ", ".join(f"{k} {v:.4g}" for k, v in result.final_losses.items())
     if rank() == 0:
         print(f"wrote {result.out} ({result.steps} steps; final {losses or 'n/a'})")

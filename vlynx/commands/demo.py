@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import functools
+
+from vlynx.config import add_config_arguments, add_option
+from vlynx.stage_configs import DemoConfig
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -12,18 +16,24 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Run the real pipeline on the shipped miniature world and its tiny Video LLM (trained on "
         "silent video only): reference statistics, interface alignment of an audio LoRA on unpaired audio, "
         "instruction tuning, and evaluation on held-out questions, for the paper's rows (zero-shot, FT, V-LynX "
-        "and its ablations). Prints a table and writes results.json, results.md and results.png.",
+        "and its ablations). Prints a table and writes results.json, results.md and results.png, with the "
+        "resolved config and a run record.",
     )
-    parser.add_argument("--quick", action="store_true", help="a small, fast run (about 2 minutes on 2 CPU cores)")
-    parser.add_argument("--out", default="demo-out", help="output folder (default: demo-out)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the world and of training (default 0)")
+    add_config_arguments(parser, DemoConfig)
+    option = functools.partial(add_option, parser, DemoConfig)
+    option("quick", help="a small, fast run that checks the plumbing (about 2 minutes on 2 CPU cores)")
+    option("out", help="output folder")
+    option("seed", help="seed of the world and of training")
+    option("overwrite", help="replace an existing output folder")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlynx.demo import format_table, run_demo, settings_for
+    from vlynx.config import config_from_args
+    from vlynx.demo import format_table, run_demo
 
-    report = run_demo(args.out, settings_for(args.quick, args.seed))
+    config = config_from_args(DemoConfig, args)
+    report = run_demo(config)
     print(format_table(report))
-    print(f"\nresults: {args.out}/results.json, {args.out}/results.md, {args.out}/results.png")
+    print(f"\nresults: {config.out}/results.json, {config.out}/results.md, {config.out}/results.png")
     return 0
