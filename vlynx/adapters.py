@@ -21,6 +21,7 @@ from torch import nn
 
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
+from vlynx.stage_configs import TuneConfig, llm_alpha_for, vision_alpha_for
 
 LLM_ADAPTER = "llm"
 
@@ -32,8 +33,9 @@ class LoraSettings:
     dropout: float = 0.05
 
 
-VISION_LORA = LoraSettings(rank=64, alpha=128)  # authors' defaults (DESIGN.md §4)
-LLM_LORA = LoraSettings(rank=64, alpha=16)
+# The stages' defaults (authors' r 64 / alpha 128 and r 64 / alpha 16, docs/method.md §4)
+VISION_LORA = LoraSettings(rank=TuneConfig.vision_rank, alpha=vision_alpha_for(TuneConfig.vision_rank))
+LLM_LORA = LoraSettings(rank=TuneConfig.llm_rank, alpha=llm_alpha_for(TuneConfig.llm_rank))
 
 
 def add_vision_adapter(backbone: Backbone, modality: str, settings: LoraSettings = VISION_LORA) -> None:

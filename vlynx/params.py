@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from vlynx.adapters import LLM_ADAPTER, LLM_LORA, VISION_LORA, LoraSettings, adapter_parameter_count
-from vlynx.adapters import add_llm_adapter, add_vision_adapter
+from vlynx.adapters import (
+    LLM_ADAPTER,
+    LLM_LORA,
+    VISION_LORA,
+    LoraSettings,
+    adapter_parameter_count,
+    add_llm_adapter,
+    add_vision_adapter,
+)
+from vlynx.stage_configs import llm_alpha_for, vision_alpha_for
 
 
 @dataclass(frozen=True)
@@ -27,8 +35,8 @@ def count_added_parameters(model: str, vision_rank: int = VISION_LORA.rank, llm_
 
     backbone = load_backbone(model, empty=True, trust_remote_code=trust_remote_code)
     modality = "modality"
-    add_vision_adapter(backbone, modality, LoraSettings(vision_rank, 2 * vision_rank, VISION_LORA.dropout))
-    add_llm_adapter(backbone, LoraSettings(llm_rank, LLM_LORA.alpha, LLM_LORA.dropout))
+    add_vision_adapter(backbone, modality, LoraSettings(vision_rank, vision_alpha_for(vision_rank)))
+    add_llm_adapter(backbone, LoraSettings(llm_rank, llm_alpha_for(llm_rank)))
     return AddedParameters(
         vision_lora=adapter_parameter_count(backbone, modality),
         llm_lora=adapter_parameter_count(backbone, LLM_ADAPTER),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from vlynx.adapters import LLM_LORA, VISION_LORA
+from vlynx.stage_configs import TuneConfig
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -18,10 +18,11 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     )
     parser.add_argument("--model", required=True,
                         help="preset (llava-onevision-0.5b, llava-onevision-7b, tiny), hub id or checkpoint dir")
-    parser.add_argument("--vision-rank", type=int, default=VISION_LORA.rank,
-                        help=f"vision LoRA rank; alpha = 2 x rank (default {VISION_LORA.rank})")
-    parser.add_argument("--llm-rank", type=int, default=LLM_LORA.rank,
-                        help=f"LLM LoRA rank; alpha stays {LLM_LORA.alpha:g} (default {LLM_LORA.rank})")
+    # the ranks' defaults are the stages' (alpha does not change a count)
+    parser.add_argument("--vision-rank", type=int, default=TuneConfig.vision_rank,
+                        help=f"vision LoRA rank (default {TuneConfig.vision_rank})")
+    parser.add_argument("--llm-rank", type=int, default=TuneConfig.llm_rank,
+                        help=f"LLM LoRA rank (default {TuneConfig.llm_rank})")
     parser.add_argument("--json", action="store_true", help="print {vision_lora, llm_lora, total} as JSON")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
     parser.set_defaults(handler=run)
