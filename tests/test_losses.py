@@ -1,4 +1,4 @@
-"""The alignment losses equal the formulas of DESIGN.md §2 (eq. 4-9), recomputed by hand.
+"""The alignment losses equal the formulas of docs/method.md §2 (eq. 4-9), recomputed by hand.
 
 The independent computation hooks each SigLIP attention module's *input* hidden states,
 projects them again with q_proj/k_proj/v_proj, and evaluates softmax(QKᵀ/√d)V with

@@ -1,4 +1,4 @@
-"""`vlynx params` reproduces the paper's trainable-parameter counts (DESIGN.md §4).
+"""`vlynx params` reproduces the paper's trainable-parameter counts (docs/method.md §4).
 
 The expected integers are derived here from the architectures' layer shapes
 (LoRA on a Linear in->out adds r * (in + out) parameters), not from the program.

@@ -1,6 +1,6 @@
 """Conversations -> LLM inputs: the LLaVA/PAVE data format, prompt assembly and label masking.
 
-DESIGN.md §6–§7. One example is a video, optional new-modality inputs and a chat:
+docs/method.md §6–§7. One example is a video, optional new-modality inputs and a chat:
 
     {"id": "x1", "video": "clips/x1.mp4", "audio": "sounds/x1.wav",
      "conversations": [{"from": "human", "value": "<image>\\nWhat is heard?"},

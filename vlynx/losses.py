@@ -1,4 +1,4 @@
-"""The V-LynX interface-alignment losses (DESIGN.md §2, eq. 4-9).
+"""The V-LynX interface-alignment losses (docs/method.md §2, eq. 4-9).
 
 - `attention_alignment_loss`: the new modality's attention response in each encoder layer
   (eq. 4) against the response its own queries get from the video reference keys/values

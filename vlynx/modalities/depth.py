@@ -1,6 +1,6 @@
 """Depth -> Turbo-coloured disparity frames, optionally each followed by a surface-normals image.
 
-Recipe (DESIGN.md §5): invalid depth (<= 0) counts as the far clip; depth is clipped to
+Recipe (docs/method.md §5): invalid depth (<= 0) counts as the far clip; depth is clipped to
 [near_mm, far_mm]; disparity 1/d is normalised between 1/far (0) and 1/near (1) and
 looked up in a 256-entry Turbo table (near = red, far = blue).
 

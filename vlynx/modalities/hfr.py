@@ -1,6 +1,6 @@
 """High-frame-rate video: 4x the frames, each group of 4 halved and tiled 2x2 into one frame.
 
-Tile order (DESIGN.md §5): t0 top-left, t1 top-right, t2 bottom-left, t3 bottom-right.
+Tile order (docs/method.md §5): t0 top-left, t1 top-right, t2 bottom-left, t3 bottom-right.
 """
 from __future__ import annotations
 
