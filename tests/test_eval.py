@@ -1,12 +1,17 @@
 """The eval stage with a fake model: prompts, appended predictions, resume, result tables."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
+import yaml
 
+from vlynx.cli import main
 from vlynx.errors import VlynxError
-from vlynx.evaluate import MULTIPLE_CHOICE_INSTRUCTION, build_items, evaluate
+from vlynx.evaluate import build_items, evaluate
+from vlynx.metrics.tasks import MULTIPLE_CHOICE_INSTRUCTION
+from vlynx.stage_configs import EvalConfig
 
 
 class FakeModel:
@@ -103,3 +108,114 @@ def test_eval_input_errors(tmp_path):
         build_items("avqa", broken, media)
     with pytest.raises(VlynxError, match="unknown benchmark"):
         build_items("nope", data, media)
+
+
+# ---------------------------------------------------------------- `vlynx eval` (run_eval) on the config system
+
+BUNDLE_ANSWERS = {
+    "bundle-a": {"the dog?": "B", "the car?": "A", "the bell?": "D"},  # all three right
+    "bundle-b": {"the dog?": "C", "the car?": "C", "the bell?": "C"},  # all three wrong
+}
+
+
+@pytest.fixture
+def bundles(monkeypatch):
+    """`VLynx.from_pretrained(name)` -> a FakeModel answering from BUNDLE_ANSWERS[name]; the list of those loaded."""
+    from vlynx.bundle import VLynx
+
+    loaded = []
+
+    def from_pretrained(path):
+        loaded.append(FakeModel(BUNDLE_ANSWERS[str(path)]))
+        return loaded[-1]
+
+    monkeypatch.setattr(VLynx, "from_pretrained", from_pretrained)
+    return loaded
+
+
+def _eval_config_file(tmp_path, **settings):
+    data, media = _avqa_annotation(tmp_path)
+    config = {"benchmark": "avqa", "model": "bundle-a", "data": str(data), "media_root": str(media),
+              "out": str(tmp_path / "out"), "batch_size": 2, "meteor": False, **settings}
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_eval_cli_config_round_trip(tmp_path, bundles, capsys):
+    config_file = _eval_config_file(tmp_path)
+    assert main(["eval", "--config", config_file]) == 0
+    assert "| Accuracy | 100.00 | 3 |" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert EvalConfig.from_file(out / "vlynx_config.yaml") == EvalConfig.from_file(config_file)
+    record = json.loads((out / "vlynx_run.json").read_text())
+    assert record["stage"] == "eval" and record["results"]["scores"] == {"Accuracy": 100.0}
+    assert len(bundles) == 1 and len(bundles[0].requests) == 3
+
+
+def test_eval_cli_set_and_flags_override_the_config_file(tmp_path, bundles, capsys):
+    config_file = _eval_config_file(tmp_path)
+    out = tmp_path / "other"
+    assert main(["eval", "--config", config_file, "--set", "model=bundle-b", "--set", "batch_size=3",
+                 "--out", str(out)]) == 0
+    assert "| Accuracy | 0.00 | 3 |" in capsys.readouterr().out
+    saved = EvalConfig.from_file(out / "vlynx_config.yaml")
+    assert (saved.model, saved.batch_size, saved.out) == ("bundle-b", 3, str(out))
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_cli_rejects_unknown_settings_listing_the_known_ones(tmp_path, bundles, capsys):
+    config_file = _eval_config_file(tmp_path)
+    assert main(["eval", "--config", config_file, "--set", "batchsize=2"]) == 2
+    error = capsys.readouterr().err
+    assert "unknown setting(s) batchsize" in error
+    assert all(field.name in error for field in dataclasses.fields(EvalConfig))
+    with open(config_file, "a") as file:
+        file.write("learning_rate: 0.1\n")
+    assert main(["eval", "--config", config_file]) == 2
+    assert "eval.yaml: unknown setting(s) learning_rate" in capsys.readouterr().err
+    assert bundles == [] and not (tmp_path / "out").exists()
+
+
+def test_eval_cli_existing_output_needs_resume_or_overwrite(tmp_path, bundles, capsys):
+    config_file = _eval_config_file(tmp_path)
+    predictions = tmp_path / "out" / "predictions.jsonl"
+    assert main(["eval", "--config", config_file]) == 0
+    answered = predictions.read_text()
+    capsys.readouterr()
+
+    assert main(["eval", "--config", config_file]) == 2
+    error = capsys.readouterr().err
+    assert "--resume" in error and "--overwrite" in error
+    assert len(bundles) == 1  # refused before loading the model
+    assert main(["eval", "--config", config_file, "--resume", "--overwrite"]) == 2
+    assert "choose one" in capsys.readouterr().err
+
+    assert main(["eval", "--config", config_file, "--resume"]) == 0
+    assert bundles[-1].requests == []  # everything answered already
+    assert predictions.read_text() == answered
+
+
+def test_eval_cli_overwrite_with_another_model_answers_afresh(tmp_path, bundles, capsys):
+    config_file = _eval_config_file(tmp_path)
+    out = tmp_path / "out"
+    assert main(["eval", "--config", config_file]) == 0
+    (out / "notes.txt").write_text("from the first run")
+    assert main(["eval", "--config", config_file, "--model", "bundle-b", "--overwrite"]) == 0
+    assert len(bundles[-1].requests) == 3
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert sorted(r["question_id"] for r in records) == ["q0", "q1", "q2"] and {r["text"] for r in records} == {"C"}
+    assert json.loads((out / "results.json").read_text())["metrics"]["Accuracy"] == 0.0
+    assert not (out / "notes.txt").exists()
+    assert EvalConfig.from_file(out / "vlynx_config.yaml").model == "bundle-b"
+
+
+def test_eval_cli_checks_settings_and_inputs_before_loading_the_model(tmp_path, bundles, capsys):
+    config_file = _eval_config_file(tmp_path, media_root=str(tmp_path / "elsewhere"))
+    assert main(["eval", "--config", config_file]) == 2
+    assert "media files not found" in capsys.readouterr().err
+    assert main(["eval", "--benchmark", "avqa", "--data", "a.json", "--out", str(tmp_path / "o")]) == 2
+    assert "model" in capsys.readouterr().err  # the required setting left out
+    assert main(["eval", "--config", config_file, "--set", "benchmark=nope"]) == 2
+    assert "unknown benchmark 'nope'" in capsys.readouterr().err
+    assert bundles == [] and not (tmp_path / "out").exists()

@@ -8,15 +8,8 @@ import pytest
 
 from vlynx.errors import VlynxError
 from vlynx.metrics import answer_match, caption_scores, choice_letter, clean_answer, pair_by_id, read_predictions
-from vlynx.metrics.benchmarks import (
-    proficiency_class,
-    score_avqa,
-    score_egoexo_proficiency,
-    score_music_avqa,
-    score_scanqa,
-    score_sqa3d,
-    sqa3d_question_type,
-)
+from vlynx.inputs import read_annotations
+from vlynx.metrics.tasks import get_benchmark, proficiency_class, sqa3d_question_type
 
 
 @pytest.mark.parametrize("raw, cleaned", [
@@ -69,7 +62,7 @@ def test_scanqa_five_questions_counted_by_hand():
         "q4": "3",                  # "three": wrong
         "q9": "not a question",     # extra: ignored
     }                               # q5 missing: wrong
-    report = score_scanqa(references, predictions, meteor=True)
+    report = get_benchmark("scanqa").score(references, predictions, meteor=True)
     assert report.metrics["EM@1"] == pytest.approx(100 * 2 / 5)
     assert report.metrics["EM@1 refined"] == pytest.approx(100 * 3 / 5)
     assert report.missing == ["q5"] and report.extra == ["q9"]
@@ -102,7 +95,7 @@ def test_sqa3d_per_type():
     }
     predictions = {"1": "chair", "2": "the wooden table", "3": "no", "4": "two", "5": "rigth"}
     # exact: 1, 4 ("2" -> "two"); refined adds 2 ("wooden table" contains "table").
-    report = score_sqa3d(references, predictions)
+    report = get_benchmark("sqa3d").score(references, predictions)
     assert report.metrics["EM@1"] == pytest.approx(40.0)
     assert report.metrics["EM@1 refined"] == pytest.approx(60.0)
     assert report.metrics["EM@1 What"] == pytest.approx(50.0)
@@ -125,7 +118,7 @@ def test_avqa_accuracy_with_unparsed_and_missing():
     choices = ["cat", "dog", "bird", "cow"]
     references = {str(i): {"answer": a, "choices": choices} for i, a in enumerate("BCAAD")}
     predictions = {"0": "(B)", "1": "Answer: c", "2": "a horse", "3": "D."}  # "4" missing
-    report = score_avqa(references, predictions)
+    report = get_benchmark("avqa").score(references, predictions)
     assert report.metrics["Accuracy"] == pytest.approx(40.0)
     assert report.unparsed == ["2"] and report.missing == ["4"]
 
@@ -142,7 +135,7 @@ def test_music_avqa_per_type_group_and_overall():
         "6": ref("violin", "Audio-Visual", "Temporal"),
     }
     predictions = {"1": "There are two.", "2": "four", "3": "Yes", "4": "right", "5": "The Piano"}
-    report = score_music_avqa(references, predictions)
+    report = get_benchmark("music-avqa").score(references, predictions)
     m = report.metrics
     assert m["Audio Counting"] == pytest.approx(50.0) and m["Audio Comparative"] == pytest.approx(100.0)
     assert m["Audio"] == pytest.approx(200 / 3)
@@ -157,7 +150,7 @@ def test_egoexo_proficiency():
     assert proficiency_class("The person is a late-expert.") == "late expert"
     assert proficiency_class("novice or early expert") is None
     references = {"a": {"answer": "novice"}, "b": {"answer": "late expert"}, "c": {"answer": "late expert"}}
-    report = score_egoexo_proficiency(references, {"a": "Novice", "b": "Early Expert", "c": "??"})
+    report = get_benchmark("egoexo-proficiency").score(references, {"a": "Novice", "b": "Early Expert", "c": "??"})
     assert report.metrics["Accuracy"] == pytest.approx(100 / 3)
     assert report.metrics["Accuracy late expert"] == 0.0 and report.unparsed == ["c"]
 
@@ -178,3 +171,68 @@ def test_read_predictions_formats_and_duplicates(tmp_path):
     bad.write_text('{"question_id": 1}\n')
     with pytest.raises(VlynxError, match="prediction text"):
         read_predictions(bad)
+
+
+CHOICES = ["engine", "dog", "bird", "bell"]
+
+
+@pytest.mark.parametrize("benchmark, file_record, entry, question, answer, expected", [
+    ("scanqa", {"question_id": "q", "text": ["brown chair", "chair"]}, {"answers": ["brown chair", "chair"]},
+     "What is by the desk?", "brown chair", {"answers": ["brown chair", "chair"]}),
+    ("sqa3d", {"question_id": "q", "text": "yes", "type": 1}, {"type": "1"}, "I face the bed. Can I see it?", "yes",
+     {"answer": "yes", "type": "Is"}),
+    ("sqa3d", {"question_id": "q", "text": "two", "question": "How many chairs?"}, {"question": "How many chairs?"},
+     "I sit down. How many chairs?", "two", {"answer": "two", "type": "How"}),
+    ("sqa3d", {"question_id": "q", "answers": ["left"], "question": "Which way?"}, {}, "Which way?", "left",
+     {"answer": "left", "type": "Which"}),
+    ("avqa", {"id": "q", "multi_choice": CHOICES, "answer": 1}, {"multi_choice": CHOICES}, "What?", "B. dog",
+     {"answer": "B", "choices": CHOICES}),
+    ("avqa", {"id": "q", "choices": CHOICES, "answer": "d"}, {"choices": CHOICES, "answer": "3"}, "What?", None,
+     {"answer": "D", "choices": CHOICES}),
+    ("music-avqa", {"question_id": "q", "type": "[\"Audio\", \"Counting\"]", "anser": "two"},
+     {"type": ["Audio", "Counting"]}, "How many?", "two", {"answer": "two", "group": "Audio", "type": "Counting"}),
+    ("egoexo-proficiency", {"take_uid": "q", "proficiency_score": "Late Expert"}, {}, "", "late expert",
+     {"answer": "late expert"}),
+])
+def test_one_reference_rule_for_reference_files_and_annotation_entries(
+        tmp_path, benchmark, file_record, entry, question, answer, expected):
+    spec = get_benchmark(benchmark)
+    path = tmp_path / "references.json"
+    path.write_text(json.dumps([file_record]))
+    assert spec.read_references(path) == {"q": expected}
+    assert spec.reference_from_entry(entry, question, answer) == expected
+
+
+def test_reference_errors_name_the_record_and_the_file(tmp_path):
+    path = tmp_path / "refs.json"
+    path.write_text(json.dumps([{"id": "q", "multi_choice": CHOICES, "answer": 7}]))
+    with pytest.raises(VlynxError, match=r"refs.json: record 0 has answer 7, which names none of its 4 options"):
+        get_benchmark("avqa").read_references(path)
+    path.write_text(json.dumps([{"question_id": "q", "text": "yes", "type": 9}]))
+    with pytest.raises(VlynxError, match=r"refs.json: record 0 has question type 9, not 0..5"):
+        get_benchmark("sqa3d").read_references(path)
+    with pytest.raises(ValueError, match="has no answer"):
+        get_benchmark("avsd").reference_from_entry({}, "Is it loud?", None)
+
+
+def test_one_json_reader_for_annotations_references_and_predictions(tmp_path):
+    jsonl_in_json = tmp_path / "answers.json"
+    jsonl_in_json.write_text('{"id": 1}\n\n{"id": 2}\n')
+    assert read_annotations(jsonl_in_json) == [{"id": 1}, {"id": 2}]
+    container = tmp_path / "proficiency.json"
+    container.write_text(json.dumps({"annotations": [{"take_uid": "t"}]}))
+    assert read_annotations(container) == [{"take_uid": "t"}]
+    document = tmp_path / "broken.json"
+    document.write_text('[\n  {"id": 1},\n  {"id": 2\n]\n')
+    with pytest.raises(VlynxError, match=r"broken.json: invalid JSON at line 4"):
+        read_annotations(document)
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"id": 1}\n{"id": \n')
+    with pytest.raises(VlynxError, match=r"torn.jsonl: line 2 is not a JSON Lines record"):
+        read_annotations(torn)
+    with pytest.raises(VlynxError, match=r"nothing.json: annotation file not found"):
+        read_annotations(tmp_path / "nothing.json")
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps([1, 2]))
+    with pytest.raises(VlynxError, match=r"settings.json: expected a list of annotation objects"):
+        read_annotations(settings)

@@ -3,7 +3,9 @@
 Reads top to bottom: load the annotation (LLaVA/PAVE conversation format plus the
 benchmark's own fields) -> build one request per question with the benchmark's prompt ->
 skip ids already in `predictions.jsonl` (resume) -> generate in batches, appending each
-answer as it comes -> score with `vlynx.metrics` -> write `results.json` and `results.md`.
+answer as it comes -> score with the benchmark's rules (`vlynx.metrics.tasks`) -> write
+`results.json` and `results.md`. `run_eval(config)` is the stage from its settings: it checks the
+inputs, applies the output policy, loads the bundle and saves the resolved config beside the results.
 
 The model is any object with `generate(requests: list[dict]) -> list[str]`, each request a
 dict with `video` and `question` (the user text, without the `<image>` placeholder, which the
@@ -13,29 +15,20 @@ model inserts itself) plus `audio`/`depth` paths when the entry names them — e
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from vlynx.config import prepare_output, save_run
 from vlynx.errors import VlynxError
 from vlynx.files import write_text_atomic
 from vlynx.inputs import read_annotations
-from vlynx.metrics.benchmarks import (
-    LETTERS,
-    SQA3D_TYPES,
-    References,
-    get_benchmark,
-    music_avqa_type,
-    proficiency_class,
-    sqa3d_question_type,
-)
-from vlynx.metrics.choices import choice_letter
 from vlynx.metrics.report import ScoreReport
+from vlynx.metrics.tasks import References, get_benchmark
 from vlynx.progress import log, progress
+from vlynx.stage_configs import EvalConfig
 
-MULTIPLE_CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-PROFICIENCY_QUESTION = ("What is the proficiency level of the person demonstrating this task? Answer with one of: "
-                        "Novice, Early Expert, Intermediate Expert, Late Expert.")
 MEDIA_FIELDS = ("video", "audio", "depth")
 PREDICTIONS_FILE = "predictions.jsonl"
 
@@ -82,63 +75,10 @@ def _strip_placeholder(text: str) -> str:
     return text.replace("<image>\n", "").replace("<image>", "").strip()
 
 
-def _reference(benchmark: str, entry: dict[str, Any], question: str, answer: str | None) -> dict[str, Any]:
-    def need(value: Any, what: str) -> Any:
-        if value is None:
-            raise ValueError(f"has no {what}")
-        return value
-
-    if benchmark == "scanqa":
-        answers = entry.get("answers") or [need(answer, "answer")]
-        return {"answers": [str(a) for a in answers]}
-    if benchmark == "avsd":
-        return {"answers": [need(answer, "answer (last gpt turn)")]}
-    if benchmark == "sqa3d":
-        kind = entry.get("type")
-        if isinstance(kind, int) or (isinstance(kind, str) and kind.isdigit()):
-            kind = SQA3D_TYPES[int(kind)]
-        elif kind is None:
-            # SQA3D prompts put the situation first, so prefer a separate 'question' field.
-            kind = sqa3d_question_type(str(entry.get("question", question)))
-        return {"answer": need(answer, "answer"), "type": kind}
-    if benchmark == "avqa":
-        choices = [str(c) for c in need(entry.get("multi_choice", entry.get("choices")), "'choices' list")]
-        letters = LETTERS[:len(choices)]
-        # The dataset's option index when present, else the gpt turn's text ("B", "B. violin").
-        label = entry.get("answer", answer)
-        if isinstance(label, int) or (isinstance(label, str) and label.strip().isdigit()):
-            letter = letters[int(label)]
-        else:
-            letter = choice_letter(str(need(label, "answer")), len(choices), choices)
-        return {"answer": need(letter, "answer naming an option"), "choices": choices}
-    if benchmark == "music-avqa":
-        group, kind = music_avqa_type(need(entry.get("type"), "'type' field"))
-        return {"answer": str(need(entry.get("anser", answer), "answer")), "group": group, "type": kind}
-    if benchmark == "egoexo-proficiency":
-        label = need(entry.get("proficiency_score", answer), "proficiency label")
-        return {"answer": need(proficiency_class(str(label)), "valid proficiency label")}
-    raise VlynxError(f"unknown benchmark {benchmark!r}")
-
-
-def _prompt(benchmark: str, entry: dict[str, Any], history: list[tuple[str, str]], question: str,
-            reference: dict[str, Any]) -> str:
-    if benchmark == "avqa":
-        options = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(reference["choices"]))
-        if all(f"{LETTERS[i]}." in question for i in range(len(reference["choices"]))):
-            options = ""  # the annotation already lists the options
-        return "\n".join(part for part in (question, options, MULTIPLE_CHOICE_INSTRUCTION) if part)
-    if benchmark == "avsd" and history:
-        lines = [f"Q: {q}\nA: {a}" for q, a in history]
-        return "\n".join(lines + [question])
-    if benchmark == "egoexo-proficiency" and not question:
-        return PROFICIENCY_QUESTION
-    return question
-
-
 def build_items(benchmark: str, data: str | Path, media_root: str | Path | None = None) -> list[EvalItem]:
     """One `EvalItem` per annotation entry; media paths resolve against `media_root`
     (default: the annotation file's folder). Raises VlynxError naming the entry on bad input."""
-    get_benchmark(benchmark)
+    spec = get_benchmark(benchmark)
     data = Path(data)
     root = Path(media_root) if media_root is not None else data.parent
     items, seen = [], set()
@@ -148,7 +88,7 @@ def build_items(benchmark: str, data: str | Path, media_root: str | Path | None 
             if item_id is None:
                 raise ValueError("has no 'id'")
             history, question, answer = _turns(entry)
-            reference = _reference(benchmark, entry, question, answer)
+            reference = spec.reference_from_entry(entry, question, answer)
         except (ValueError, TypeError, KeyError, IndexError) as error:
             raise VlynxError(f"entry {index} ({item_id}) {error}", data) from error
         item_id = str(item_id)
@@ -160,7 +100,7 @@ def build_items(benchmark: str, data: str | Path, media_root: str | Path | None 
         # Only the inputs the entry has: a bundle reads a left-out modality from the video
         # (e.g. its audio track) and refuses inputs it has no adapter for.
         request = {field: str(root / entry[field]) for field in MEDIA_FIELDS if entry.get(field)}
-        request["question"] = _prompt(benchmark, entry, history, question, reference)
+        request["question"] = spec.prompt(question, history, reference)
         items.append(EvalItem(item_id, request, reference))
     if not items:
         raise VlynxError("no entries to evaluate", data)
@@ -230,7 +170,40 @@ def evaluate(model: Generator, benchmark: str, data: str | Path, out_dir: str | 
             file.flush()
 
     references: References = {item.id: item.reference for item in items}
-    report = spec.score(references, predictions, meteor=meteor) if spec.caption_metrics else spec.score(references, predictions)
+    report = spec.score(references, predictions, meteor=meteor)
     write_text_atomic(out_dir / "results.json", report.to_json() + "\n")
     write_text_atomic(out_dir / "results.md", report.to_markdown())
     return report
+
+
+def run_eval(config: EvalConfig) -> ScoreReport:
+    """The eval stage from its settings: check them, the annotation and the media (before loading the
+    model), apply the output policy to `config.out`, load the bundle `config.model`, `evaluate`, and
+    write the resolved config and a run record beside the results. Returns the report."""
+    started = time.time()
+    config = config.resolved()
+    config.check()
+    if config.trust_remote_code:
+        raise VlynxError("trust_remote_code: bundles load their base model without remote code "
+                         "(VLynx.from_pretrained has no such option); leave it false")
+    build_items(config.benchmark, config.data, config.media_root)
+    out = Path(config.out)
+    _prepare_output(out, resume=config.resume, overwrite=config.overwrite)
+    try:
+        from vlynx.bundle import VLynx
+    except ImportError as error:
+        raise VlynxError(f"cannot load bundles in this installation: {error}") from error
+    model = VLynx.from_pretrained(config.model)
+    report = evaluate(model, config.benchmark, config.data, out, media_root=config.media_root,
+                      batch_size=config.batch_size, meteor=config.meteor)
+    save_run(config, out, started, scores=report.metrics)
+    return report
+
+
+def _prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """The stages' output policy (`prepare_output`); eval's progress is its predictions file, so the
+    output folder is its own checkpoint folder."""
+    if (out / PREDICTIONS_FILE).is_file() and not (resume or overwrite):
+        raise VlynxError("holds the predictions of an earlier run: pass --resume to continue it (answered "
+                         "questions are kept) or --overwrite to start over", out)
+    prepare_output(out, out, resume=resume, overwrite=overwrite)

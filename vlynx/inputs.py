@@ -1,4 +1,7 @@
-"""Where a stage's inputs come from: a folder, a list file, or a LLaVA/PAVE annotation file."""
+"""Where a stage's inputs come from: a folder, a list file, or a LLaVA/PAVE annotation file.
+
+Also the one reader of JSON / JSON Lines record files (annotations, benchmark references, predictions).
+"""
 from __future__ import annotations
 
 import json
@@ -9,24 +12,52 @@ from vlynx.errors import VlynxError
 
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".m4a"}
+RECORD_LISTS = ("annotations", "data", "questions")  # keys a JSON object may hold its list of records under
 
 
-def read_annotations(path: str | Path) -> list[dict[str, Any]]:
-    """Entries of a JSON list or JSONL annotation file (LLaVA/PAVE conversation format)."""
+def read_json_records(path: str | Path, what: str = "file") -> Any:
+    """A JSON document (a list, or a mapping such as DSTC7-AVSD's `{"dialogs": [...]}`), or the list of
+    values of a JSON Lines file, whatever its suffix (LLaVA-3D writes JSONL into `.json` files).
+
+    Raises `VlynxError` naming the file and the line when it is neither.
+    """
     path = Path(path)
     if not path.is_file():
-        raise VlynxError("annotation file not found", path)
+        raise VlynxError(f"{what} not found", path)
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix == ".jsonl":
-            entries = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
-            entries = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
-        raise VlynxError(f"invalid JSON at line {error.lineno}: {error.msg}", path) from error
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise VlynxError("expected a JSON list of objects (or JSONL, one object per line)", path)
-    return entries
+        document_error = error
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if not records:  # not JSON Lines either: the document's own error is the useful one
+                raise VlynxError(f"invalid JSON at line {document_error.lineno}: {document_error.msg}",
+                                 path) from document_error
+            raise VlynxError(f"line {number} is not a JSON Lines record: {error.msg}", path) from error
+    return records
+
+
+def as_records(data: Any, path: str | Path, what: str = "annotation") -> list[dict[str, Any]]:
+    """`data` (as `read_json_records` returns it) as a list of objects: the list itself, the list a JSON
+    object holds under one of RECORD_LISTS (Ego-Exo4D's files), or a lone object (a one-line JSONL file)."""
+    if isinstance(data, dict):
+        containers = [key for key in RECORD_LISTS if isinstance(data.get(key), list)]
+        data = data[containers[0]] if containers else [data]
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise VlynxError(f"expected a list of {what} objects (a JSON list, or JSONL: one object per line)", path)
+    return data
+
+
+def read_annotations(path: str | Path, what: str = "annotation") -> list[dict[str, Any]]:
+    """Entries of a LLaVA/PAVE annotation file or a benchmark's reference file (see `read_json_records`
+    and `as_records` for the accepted layouts)."""
+    return as_records(read_json_records(path, f"{what} file"), path, what)
 
 
 def list_media(spec: str | Path, field: str = "video", suffixes: set[str] | None = None,

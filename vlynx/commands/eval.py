@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import argparse
 
+from vlynx.commands.score import benchmark_names
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from vlynx.metrics.benchmarks import BENCHMARKS
+    from vlynx.config import add_config_arguments, add_option
+    from vlynx.stage_configs import EvalConfig
 
     parser = subparsers.add_parser(
         "eval",
@@ -13,32 +16,30 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="generate answers for a benchmark and score them",
         description="Answer every question of a benchmark annotation file (LLaVA/PAVE conversation format plus "
         "the benchmark's fields, e.g. 'choices' for avqa, 'type' for music-avqa) with a V-LynX bundle, append "
-        "the answers to OUT/predictions.jsonl (re-running resumes: answered ids are skipped), then score them "
-        "and write OUT/results.json and OUT/results.md.",
+        "the answers to OUT/predictions.jsonl, then score them and write OUT/results.json, OUT/results.md and "
+        "the run's settings (OUT/vlynx_config.yaml: `--config` it to repeat the run). An OUT holding "
+        "predictions needs --resume (answered ids are kept) or --overwrite (start over). Settings come from "
+        "--config, then --set, then flags.",
     )
-    parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
-    parser.add_argument("--model", required=True, help="V-LynX bundle directory")
-    parser.add_argument("--data", required=True, help="annotation file (JSON list or JSONL)")
-    parser.add_argument("--media-root", default=None, help="folder the media paths are relative to "
-                        "(default: the annotation file's folder)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--batch-size", type=int, default=1, help="requests per generate call (default 1)")
-    parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves a JVM start)")
+    add_config_arguments(parser, EvalConfig)
+    add_option(parser, EvalConfig, "benchmark", choices=benchmark_names(), help="which benchmark")
+    add_option(parser, EvalConfig, "model", help="V-LynX bundle directory")
+    add_option(parser, EvalConfig, "data", help="annotation file (JSON list or JSONL)")
+    add_option(parser, EvalConfig, "media_root", help="folder the media paths are relative to "
+               "(default: the annotation file's folder)")
+    add_option(parser, EvalConfig, "out", help="output folder")
+    add_option(parser, EvalConfig, "batch_size", help="requests per generate call")
+    add_option(parser, EvalConfig, "meteor", "--no-meteor", help="skip METEOR (saves a JVM start)")
+    add_option(parser, EvalConfig, "resume", help="continue the run in OUT: questions already answered are kept")
+    add_option(parser, EvalConfig, "overwrite", help="remove OUT and start over")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlynx.errors import VlynxError
-    from vlynx.evaluate import build_items, evaluate
+    from vlynx.config import config_from_args
+    from vlynx.evaluate import run_eval
+    from vlynx.stage_configs import EvalConfig
 
-    # Check the annotation and media before spending time on loading the model.
-    build_items(args.benchmark, args.data, args.media_root)
-    try:
-        from vlynx.bundle import VLynx
-    except ImportError as error:
-        raise VlynxError(f"cannot load bundles in this installation: {error}") from error
-    model = VLynx.from_pretrained(args.model)
-    report = evaluate(model, args.benchmark, args.data, args.out, media_root=args.media_root,
-                      batch_size=args.batch_size, meteor=not args.no_meteor)
+    report = run_eval(config_from_args(EvalConfig, args))
     print(report.to_markdown(), end="")
     return 0

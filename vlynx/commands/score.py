@@ -4,9 +4,14 @@ from __future__ import annotations
 import argparse
 
 
-def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from vlynx.metrics.benchmarks import BENCHMARKS
+def benchmark_names() -> list[str]:
+    """The `--benchmark` choices of `vlynx eval` and `vlynx score`."""
+    from vlynx.metrics.tasks import BENCHMARKS
 
+    return list(BENCHMARKS)
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "score",
         parents=[common],
@@ -16,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "by id: missing predictions count as wrong and are listed, extra ones are listed and ignored. "
         "Metrics are in percent. Caption metrics (scanqa, avsd) need Java.",
     )
-    parser.add_argument("--benchmark", required=True, choices=list(BENCHMARKS), help="which benchmark")
+    parser.add_argument("--benchmark", required=True, choices=benchmark_names(), help="which benchmark")
     parser.add_argument("--predictions", required=True, help="predictions file (JSONL or JSON)")
     parser.add_argument("--references", required=True, help="reference/annotation file of the benchmark")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves a JVM start)")
@@ -25,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlynx.metrics.benchmarks import score_files
+    from vlynx.metrics.tasks import score_files
     from vlynx.progress import log
 
     report = score_files(args.benchmark, args.predictions, args.references, meteor=not args.no_meteor)
