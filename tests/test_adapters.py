@@ -127,3 +127,10 @@ def test_saved_adapters_reload_with_plain_peft(tiny_backbone, pixels, tmp_path):
     with torch.no_grad():
         got = peft_model.base_model.model.model.get_video_features(pixel_values_videos=pixels).pooler_output
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["llm", "video", "default"])
+def test_reserved_names_cannot_name_a_modality(tiny_backbone, name):
+    """`default` too: PEFT saves an adapter of that name without its own subfolder, so a bundle would lose it."""
+    with pytest.raises(VlynxError, match="reserved name"):
+        add_vision_adapter(tiny_backbone, name)

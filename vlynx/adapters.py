@@ -21,7 +21,7 @@ from torch import nn
 
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
-from vlynx.stage_configs import TuneConfig, llm_alpha_for, vision_alpha_for
+from vlynx.stage_configs import RESERVED_NAMES, TuneConfig, llm_alpha_for, vision_alpha_for
 
 LLM_ADAPTER = "llm"
 
@@ -40,8 +40,9 @@ LLM_LORA = LoraSettings(rank=TuneConfig.llm_rank, alpha=llm_alpha_for(TuneConfig
 
 def add_vision_adapter(backbone: Backbone, modality: str, settings: LoraSettings = VISION_LORA) -> None:
     """Attach a fresh vision-encoder LoRA for `modality` (LoRA B starts at zero, as PEFT does)."""
-    if modality == LLM_ADAPTER:
-        raise VlynxError(f"'{LLM_ADAPTER}' is reserved for the LLM adapter; name the modality differently")
+    if modality in RESERVED_NAMES:
+        raise VlynxError(f"'{modality}' is a reserved name ({', '.join(RESERVED_NAMES)}); name the modality "
+                         "differently")
     _add_adapter(backbone, modality, settings, backbone.vision_lora_targets)
 
 

@@ -12,7 +12,9 @@ from typing import Any
 from vlynx.config import StageConfig
 from vlynx.errors import VlynxError
 
-RESERVED_NAMES = ("video", "llm")  # the base video stream and the LLM adapter: never a modality's name
+# Never a modality's name: the base video stream, the LLM adapter, and PEFT's "default" (saved
+# without a subfolder of its own, so a bundle could not find it again).
+RESERVED_NAMES = ("video", "llm", "default")
 
 
 def vision_alpha_for(rank: int) -> float:
