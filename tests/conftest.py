@@ -29,7 +29,7 @@ def tiny_checkpoint(tmp_path_factory):
     from transformers import LlavaOnevisionForConditionalGeneration
 
     from vlynx.backbones import preset_config
-    from vlynx.backbones.tiny import build_word_tokenizer
+    from vlynx.word_tokenizer import build_word_tokenizer
 
     directory = tmp_path_factory.mktemp("tiny-llava-ov")
     torch.manual_seed(1)

@@ -128,7 +128,7 @@ def test_fingerprint_tells_weights_apart():
 
 def test_chat_template_keeps_plain_text_turns(tiny_backbone):
     """A processor-style template (content lists only) would drop text: ChatML is used instead."""
-    from vlynx.backbones.tiny import build_word_tokenizer
+    from vlynx.word_tokenizer import build_word_tokenizer
 
     tokenizer = build_word_tokenizer(["what is it ?"])
     tokenizer.chat_template = (

@@ -9,12 +9,12 @@ import torch
 
 from vlynx.adapters import add_llm_adapter, add_vision_adapter, encode
 from vlynx.backbones import load_backbone, preset_config
-from vlynx.backbones.tiny import build_word_tokenizer
 from vlynx.bundle import VLynx
 from vlynx.cli import main
 from vlynx.conversation import encode_blocks, read_streams
 from vlynx.errors import VlynxError
 from vlynx.media import read_video, write_video
+from vlynx.word_tokenizer import build_word_tokenizer
 
 WORDS = "what colour is the ball ? which sound do you hear red green blue a bell drum"
 
@@ -100,6 +100,41 @@ def test_bundle_refuses_a_different_base_model(checkpoint, tmp_path):
         VLynx.from_pretrained(tmp_path)
 
 
+
+def test_saving_keeps_other_files_and_a_failed_save_keeps_the_old_bundle(checkpoint, tmp_path):
+    model = audio_model(checkpoint)
+    bundle = model.save_pretrained(tmp_path / "bundle")
+    (bundle / "checkpoints").mkdir()  # e.g. a tuning run whose checkpoint_dir is inside its bundle
+    (bundle / "checkpoints" / "state.json").write_text("{}")
+    before = {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()}
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    model.backbone.tokenizer.save_pretrained = broken_save
+    with pytest.raises(OSError, match="disk full"):
+        model.save_pretrained(bundle)
+    assert {p.relative_to(bundle): p.read_bytes() for p in bundle.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in bundle.iterdir()) == ["adapters", "checkpoints", "tokenizer", "vlynx_bundle.json"]
+    del model.backbone.tokenizer.save_pretrained
+    model.save_pretrained(bundle)
+    assert (bundle / "checkpoints" / "state.json").read_text() == "{}"
+    assert sorted(p.name for p in bundle.iterdir()) == ["adapters", "checkpoints", "tokenizer", "vlynx_bundle.json"]
+
+
+def test_pad_token_id_falls_back_to_end_of_sequence(checkpoint):
+    backbone = load_backbone(checkpoint)
+    assert backbone.pad_token_id == backbone.tokenizer.convert_tokens_to_ids("<pad>") == 0
+    backbone.tokenizer.pad_token = None
+    assert backbone.pad_token_id == backbone.tokenizer.convert_tokens_to_ids("<|im_end|>") == 3
+    backbone.tokenizer.eos_token = None
+    with pytest.raises(VlynxError, match="neither a pad nor an end-of-sequence token"):
+        backbone.pad_token_id
+    backbone.tokenizer = None
+    with pytest.raises(VlynxError, match="no tokenizer"):
+        backbone.pad_token_id
+
+
 class Pairs:
     """Two images per frame (like depth + normals): the frame and its colour-inverted copy."""
 
@@ -140,8 +175,11 @@ def test_cli_tune_baseline_then_answer_json(checkpoint, clip, tmp_path, capsys):
                  str(tmp_path / "ft"), "--frames", "2", "--max-steps", "2", "--lr", "1e-3", "--llm-rank", "4"])
     assert code == 0
     assert "wrote bundle" in capsys.readouterr().out
-    config = json.loads((tmp_path / "ft" / "tune_config.json").read_text())
-    assert config["modalities"] == [] and config["llm_rank"] == 4 and config["max_steps"] == 2
+    from vlynx.tune import TuneConfig
+
+    config = TuneConfig.from_file(tmp_path / "ft" / "vlynx_config.yaml")
+    assert config.modalities == [] and config.llm_rank == 4 and config.max_steps == 2
+    assert config.llm_alpha == 1.0  # derived: rank / 4
     assert main(["answer", "--model", str(tmp_path / "ft"), "--video", str(clip), "--json", "--max-new-tokens",
                  "4", "what colour is the ball ?"]) == 0
     printed = json.loads(capsys.readouterr().out)

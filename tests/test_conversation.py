@@ -1,4 +1,4 @@
-"""Conversation data, label masking and prompt assembly (DESIGN.md §6–§7)."""
+"""Conversation data, label masking and prompt assembly (docs/method.md §6–§7)."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,6 @@ import torch
 
 from vlynx.adapters import add_llm_adapter, add_vision_adapter, adapter_names
 from vlynx.backbones import load_backbone
-from vlynx.backbones.tiny import build_word_tokenizer
 from vlynx.conversation import (
     IGNORE_INDEX,
     encode_blocks,
@@ -22,6 +21,7 @@ from vlynx.conversation import (
 )
 from vlynx.errors import VlynxError
 from vlynx.media import read_video, write_video
+from vlynx.word_tokenizer import build_word_tokenizer
 
 WORDS = "what colour is the ball ? red green blue and now which sound do you hear a bell drum"
 SYSTEM = ["<|im_start|>", "system", "You", "are", "a", "helpful", "assistant", ".", "<|im_end|>"]

@@ -111,3 +111,13 @@ def test_pretrain_api_writes_a_loadable_checkpoint_with_its_record(tmp_path):
     assert record["config"]["steps"] == 2 and record["config"]["seed"] == 1
     assert 0 <= record["metrics"]["held_out_accuracy"]["overall"] <= 1
     assert load_backbone(out).tokenizer is not None
+
+
+def test_pretrain_refuses_to_replace_a_folder_that_is_no_checkpoint(tmp_path):
+    import vlynx.miniworld
+    from vlynx.errors import VlynxError
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(VlynxError, match="not a miniworld checkpoint"):
+        vlynx.miniworld.pretrain(tmp_path, steps=2, scenes=2, eval_scenes=2, batch_size=4)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]

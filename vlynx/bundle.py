@@ -12,10 +12,9 @@ A bundle directory holds
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ from vlynx.conversation import (
     tokenize_question,
 )
 from vlynx.errors import VlynxError
+from vlynx.files import atomic_directory, write_text_atomic
 from vlynx.fingerprints import fingerprint_differences
 
 BUNDLE_FILE = "vlynx_bundle.json"
@@ -93,40 +93,37 @@ class VLynx:
                    transforms, manifest.get("reference_fingerprint"))
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the bundle (adapters, tokenizer, manifest); an existing bundle there is replaced whole."""
+        """Write the bundle (adapters, tokenizer, manifest); an existing bundle there is replaced whole.
+
+        Other files in `directory` (e.g. a tuning run's checkpoint folder) are left as they are.
+        """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         names = adapter_names(self.backbone)
         missing = [m for m in self.modalities if m not in names]
         if missing:
             raise VlynxError(f"no vision adapter attached for modalities {missing}")
-        staging = Path(tempfile.mkdtemp(prefix=".bundle-", dir=directory))
-        try:
-            save_adapters(self.backbone, staging / "adapters", names)
-            if self.backbone.tokenizer is not None:
-                self.backbone.tokenizer.save_pretrained(str(staging / "tokenizer"))
-            manifest = {
-                "format": BUNDLE_FORMAT,
-                "base_model": _portable_source(self.backbone.source),
-                "backbone_fingerprint": self.backbone.fingerprint(),
-                "modalities": self.modalities,
-                "modality_settings": self.modality_settings,
-                "num_frames": self.num_frames,
-                "adapters": {name: f"adapters/{name}" for name in names},
-                "tokenizer": "tokenizer" if self.backbone.tokenizer is not None else None,
-                "reference_fingerprint": self.reference_fingerprint,
-            }
-            (staging / BUNDLE_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-            # The manifest moves in last: a directory with a manifest always holds a complete bundle.
+        tokenizer = self.backbone.tokenizer
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "base_model": _portable_source(self.backbone.source),
+            "backbone_fingerprint": self.backbone.fingerprint(),
+            "modalities": self.modalities,
+            "modality_settings": self.modality_settings,
+            "num_frames": self.num_frames,
+            "adapters": {name: f"adapters/{name}" for name in names},
+            "tokenizer": "tokenizer" if tokenizer is not None else None,
+            "reference_fingerprint": self.reference_fingerprint,
+        }
+        with contextlib.ExitStack() as parts:
+            save_adapters(self.backbone, parts.enter_context(atomic_directory(directory / "adapters")), names)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(parts.enter_context(atomic_directory(directory / "tokenizer"))))
+            # Every part is written; the manifest goes before they move in and comes back last,
+            # so a directory with a manifest always holds a complete bundle.
             (directory / BUNDLE_FILE).unlink(missing_ok=True)
-            for part in ("adapters", "tokenizer"):
-                if (directory / part).exists():
-                    shutil.rmtree(directory / part)
-                if (staging / part).exists():
-                    os.replace(staging / part, directory / part)
-            os.replace(staging / BUNDLE_FILE, directory / BUNDLE_FILE)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if tokenizer is None:
+                shutil.rmtree(directory / "tokenizer", ignore_errors=True)
+        write_text_atomic(directory / BUNDLE_FILE, json.dumps(manifest, indent=2) + "\n")
         return directory
 
     # ----- answering --------------------------------------------------------------
@@ -182,7 +179,7 @@ class VLynx:
         tokenizer = backbone.tokenizer
         output = backbone.model.generate(
             **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-            eos_token_id=_stop_ids(backbone), pad_token_id=_pad_id(tokenizer),
+            eos_token_id=_stop_ids(backbone), pad_token_id=backbone.pad_token_id,
         )
         # With inputs_embeds only, generate returns just the new tokens.
         return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
@@ -204,10 +201,6 @@ def _stop_ids(backbone: Backbone) -> list[int]:
     if isinstance(im_end, int) and im_end != tokenizer.unk_token_id:
         ids.add(im_end)
     return sorted(i for i in ids if i is not None)
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _portable_source(source: str) -> str:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from vlynx.errors import VlynxError
+
 
 @dataclass(frozen=True)
 class EncoderLayout:
@@ -135,6 +137,17 @@ class Backbone(ABC):
     @property
     def llm_hidden_size(self) -> int:
         return self.model.config.text_config.hidden_size
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id that pads token batches: the tokenizer's pad token, else its end-of-sequence token."""
+        if self.tokenizer is None:
+            raise VlynxError("the model has no tokenizer, so no pad token id; load one with the model", self.source)
+        for token_id in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if token_id is not None:
+                return token_id
+        raise VlynxError("the tokenizer has neither a pad nor an end-of-sequence token; set tokenizer.pad_token",
+                         self.source)
 
     @contextlib.contextmanager
     def capture_attention(

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from vlynx.errors import VlynxError
+from vlynx.files import atomic_directory
 from vlynx.progress import log, progress
 
 IGNORE_INDEX = -100
@@ -178,6 +179,7 @@ def run_pretraining(out_dir: str | Path, config: PretrainConfig = PretrainConfig
     """Generate data, train, check on held-out scenes, and save the checkpoint to `out_dir`."""
     if config.steps < 1 or config.batch_size < 1:
         raise VlynxError("steps and batch size must be positive")
+    _check_replaceable(Path(out_dir))  # before training, not after
     threads = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -249,10 +251,19 @@ def train_loop(backbone, data: VideoQA, config: PretrainConfig) -> list[float]:
 
 
 def save_checkpoint(backbone, out: Path, record: dict[str, Any]) -> None:
-    """save_pretrained (config + safetensors) and the tokenizer, plus `pretrain.json` (settings, metrics)."""
-    out.mkdir(parents=True, exist_ok=True)
-    backbone.model.save_pretrained(out)
-    backbone.tokenizer.save_pretrained(out)
-    tmp = out / ".pretrain.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    tmp.replace(out / "pretrain.json")
+    """save_pretrained (config + safetensors) and the tokenizer, plus `pretrain.json` (settings, metrics).
+
+    Written to a staging folder that replaces `out` whole once complete.
+    """
+    _check_replaceable(out)
+    with atomic_directory(out) as staging:
+        backbone.model.save_pretrained(staging)
+        backbone.tokenizer.save_pretrained(staging)
+        (staging / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse an `out` that saving would wipe though it is no checkpoint (e.g. `--out .`)."""
+    if out.exists() and not (out / "pretrain.json").is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise VlynxError("exists and is not a miniworld checkpoint; the checkpoint replaces its folder whole, "
+                         "so choose a new or empty one", out)

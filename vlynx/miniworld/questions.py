@@ -121,6 +121,6 @@ def all_texts() -> list[str]:
 
 def build_tokenizer():
     """The world's word tokenizer (special ids as the tiny preset; ChatML template)."""
-    from vlynx.backbones.tiny import build_word_tokenizer
+    from vlynx.word_tokenizer import build_word_tokenizer
 
     return build_word_tokenizer(all_texts())
