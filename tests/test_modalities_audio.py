@@ -43,6 +43,20 @@ def test_mel_filterbank_matches_htk_formula(n_mels, n_fft, f_max):
     np.testing.assert_allclose(ours, reference_htk_filterbank(n_mels, n_fft, SR, 0.0, f_max), atol=1e-12)
 
 
+@pytest.mark.parametrize("sample_rate", [16000, 22050])
+def test_mel_filterbank_equals_transformers_for_even_sample_rates(sample_rate):
+    """We keep our own filterbank: transformers places its bins at `sample_rate // 2`, off for odd rates."""
+    import warnings
+
+    from transformers.audio_utils import mel_filter_bank
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "At least one mel filter has all zero values" for 128 mels / 201 bins
+        theirs = mel_filter_bank(num_frequency_bins=201, num_mel_filters=128, min_frequency=0.0,
+                                 max_frequency=sample_rate / 2, sampling_rate=sample_rate, norm=None, mel_scale="htk")
+    np.testing.assert_allclose(mel_filterbank(128, 400, sample_rate, 0.0, sample_rate / 2), theirs.T, atol=1e-12)
+
+
 def test_log_mel_matches_torch_stft():
     rng = np.random.default_rng(0)
     segment = rng.standard_normal(SR // 2).astype(np.float32) * 0.1
