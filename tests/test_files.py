@@ -66,7 +66,7 @@ def test_directory_permissions_follow_the_umask(tmp_path, umask):
 
 def test_settings_files_and_assignments(tmp_path):
     from vlynx.errors import VlynxError
-    from vlynx.settings import parse_assignments, read_settings_file
+    from vlynx.config import parse_assignments, read_settings_file
 
     (tmp_path / "a.yaml").write_text("lr: 0.001\nmodality_settings: {n_mels: 32}\n")
     (tmp_path / "b.json").write_text('{\n\t"lr": 0.002\n}')  # tab-indented JSON is not valid YAML

@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def parse_settings(pairs: list[str]) -> dict:
     """`KEY=VALUE` strings -> modality settings; lists become tuples (settings are frozen dataclasses)."""
-    from vlynx.settings import parse_assignments
+    from vlynx.config import parse_assignments
 
     return {key: tuple(value) if isinstance(value, list) else value
             for key, value in parse_assignments(pairs).items()}
