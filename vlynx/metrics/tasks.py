@@ -310,7 +310,7 @@ def music_avqa_type(value: Any) -> tuple[str, str]:
 class MusicAVQA(Benchmark):
     """MUSIC-AVQA: accuracy per question type, per modality group (Audio, Visual, Audio-Visual,
     pooled over its questions) and overall. A prediction is right when the reference answer,
-    lower-cased, is a substring of the lower-cased prediction (DESIGN.md section 7).
+    lower-cased, is a substring of the lower-cased prediction (docs/method.md §7).
 
     References: the dataset's `avqa-test.json` `[{"question_id", "video_id", "type": "[\\"Audio\\",
     \\"Counting\\"]", "question_content", "anser"}]` (`answer` accepted for `anser`), or an annotation

@@ -39,7 +39,7 @@ class WorldSettings:
     tone_amplitude: float = 0.5
     noise_amplitude: float = 0.003  # faint hiss so silence is not digital zero
     frames_per_video: int = 8  # frames the model samples from each clip
-    # Audio -> pseudo-frame transform suited to 32 px frames (DESIGN.md §5 with smaller settings):
+    # Audio -> pseudo-frame transform suited to 32 px frames (docs/method.md §5 with smaller settings):
     # one spectrogram per sampled video frame, a window centred on that frame's timestamp.
     audio_n_mels: int = 32
     audio_window_s: float = 0.5

@@ -1,6 +1,6 @@
 """Audio -> log-mel spectrogram frames, one per video frame, each a window centred on that frame's time.
 
-Recipe (DESIGN.md §5): mono 16 kHz, power STFT (n_fft 400, hop 160, periodic Hann),
+Recipe (docs/method.md §5): mono 16 kHz, power STFT (n_fft 400, hop 160, periodic Hann),
 128 HTK mel bands 0-8 kHz, log(mel + 1e-6), crop/pad to 204 time steps, normalise
 (x + 4.268) / 9.138, map a fixed value range to 8-bit grey, replicate to RGB. Every
 number is a setting, so a tiny encoder can use fewer bands and shorter windows.
