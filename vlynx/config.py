@@ -85,8 +85,7 @@ class StageConfig:
     def to_dict(self) -> dict[str, Any]:
         """Field -> value, the stage's own fields first (what a reader looks for), then shared ones."""
         values = dataclasses.asdict(self)
-        own = [name for name in type(self).__annotations__ if name in values]
-        return {name: values[name] for name in [*own, *(n for n in values if n not in own)]}
+        return {field.name: values[field.name] for field in _ordered_fields(type(self))}
 
     def to_yaml(self) -> str:
         import yaml
@@ -175,6 +174,34 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
 
 
 # ----- the command line -------------------------------------------------------------------------
+def flag(help: str, *names: str, **argparse_options: Any) -> dict[str, Any]:
+    """Field metadata that gives a config field a command-line flag: `field(..., metadata=flag("help"))`.
+
+    `names` default to `--field-name`; `argparse_options` (choices, action, metavar) pass through.
+    """
+    return {"flag": (help, names, argparse_options)}
+
+
+def add_stage_arguments(parser: argparse.ArgumentParser, config_class: type[StageConfig],
+                        **options: dict[str, Any]) -> None:
+    """`--config`, `--set` and a flag for every field of `config_class` declared with `flag(...)`.
+
+    `options` adds argparse options per field name (e.g. choices known only at run time).
+    """
+    add_config_arguments(parser, config_class)
+    for field in _ordered_fields(config_class):
+        if "flag" in field.metadata:
+            help, names, extra = field.metadata["flag"]
+            add_option(parser, config_class, field.name, *names, help=help, **{**extra, **options.get(field.name, {})})
+
+
+def _ordered_fields(cls: type) -> list[dataclasses.Field]:
+    """The dataclass fields, the class's own first (what a reader looks for), then inherited ones."""
+    fields = dataclasses.fields(cls)
+    own = [f for f in fields if f.name in cls.__annotations__]
+    return own + [f for f in fields if f.name not in cls.__annotations__]
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, config_class: type[StageConfig]) -> None:
     """`--config FILE` and `--set KEY=VALUE` for a stage's subcommand."""
     parser.add_argument("--config", metavar="FILE",

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from vlynx.config import StageConfig
+from vlynx.config import StageConfig, flag
 from vlynx.errors import VlynxError
 
 # Never a modality's name: the base video stream, the LLM adapter, and PEFT's "default" (saved
@@ -34,19 +34,27 @@ class ReferenceConfig(StageConfig):
     STAGE = "reference"
     REQUIRED = ("model", "videos", "frames", "out")
 
-    model: str = ""
-    videos: list[str] = field(default_factory=list)  # one DIR | LIST.txt | ANNOT.json per source
-    sources: list[str] = field(default_factory=list)  # a name per `videos` entry (default: its file name)
-    frames: int | None = None  # frames sampled per video, as in alignment
-    out: str = ""  # the statistics file (.safetensors)
-    batch_size: int = 4  # videos per encoder pass
-    workers: int | None = None  # decoding processes; None: min(4, CPU cores)
-    checkpoint_every: int = 500  # videos per rank between checkpoints
-    checkpoint_dir: str | None = None  # None: OUT.checkpoints
-    device: str | None = None  # None: cuda if available (cuda:LOCAL_RANK under torchrun), else cpu
-    resume: bool = False
-    overwrite: bool = False
-    trust_remote_code: bool = False
+    model: str = field(default="", metadata=flag("preset (tiny, llava-onevision-0.5b, ...), hub id or checkpoint dir"))
+    videos: list[str] = field(default_factory=list, metadata=flag(
+        "reference videos: a folder, a list file or an annotation file (repeat for several sources)",
+        action="append", metavar="DIR|LIST.txt|ANNOT.json"))
+    sources: list[str] = field(default_factory=list, metadata=flag(
+        "name of each --videos set, in the same order (default: its file/folder name)", "--source",
+        action="append", metavar="NAME"))
+    frames: int | None = field(default=None, metadata=flag("frames sampled per video (as in alignment)"))
+    out: str = field(default="", metadata=flag("output file (.safetensors)"))
+    batch_size: int = field(default=4, metadata=flag("videos per encoder pass"))
+    workers: int | None = field(default=None, metadata=flag(
+        "video-decoding worker processes, 0 decodes in the main process (default: min(4, CPU cores))"))
+    checkpoint_every: int = field(default=500, metadata=flag(
+        "save resumable progress every N videos per rank; 0: only at the end", metavar="N"))
+    checkpoint_dir: str | None = field(default=None, metadata=flag("where checkpoints go (default: OUT.checkpoints)"))
+    device: str | None = field(default=None, metadata=flag(
+        "cpu, cuda, cuda:1 ... (default: cuda if available; under torchrun each rank uses cuda:LOCAL_RANK)"))
+    resume: bool = field(default=False, metadata=flag("continue from the checkpoints of an interrupted run of the "
+                                                      "same job (none: start afresh)"))
+    overwrite: bool = field(default=False, metadata=flag("replace an existing output and discard its checkpoints"))
+    trust_remote_code: bool = field(default=False, metadata=flag("allow the checkpoint's own code"))
 
     def resolved(self) -> ReferenceConfig:
         return self if self.workers is not None else self.updated({"workers": min(4, os.cpu_count() or 1)})
@@ -66,25 +74,28 @@ class ReferenceConfig(StageConfig):
 class TrainingConfig(StageConfig):
     """The optimisation settings that alignment and instruction tuning share (paper §A.3 schedule)."""
 
-    epochs: float = 1.0
-    max_steps: int | None = None  # optimizer steps; overrides epochs
-    lr: float = 1e-4  # peak learning rate: linear warm-up, then cosine decay
-    warmup_ratio: float = 0.03
+    epochs: float = field(default=1.0, metadata=flag("training epochs"))
+    max_steps: int | None = field(default=None, metadata=flag("optimizer steps; overrides --epochs"))
+    lr: float = field(default=1e-4, metadata=flag("peak learning rate (3%% linear warm-up, then cosine decay)"))
+    warmup_ratio: float = field(default=0.03, metadata=flag("warm-up fraction of the steps", "--warmup-ratio",
+                                                            "--warmup"))
     weight_decay: float = 0.0
-    batch_size: int = 1  # per device and step
-    grad_accum: int = 1
+    batch_size: int = field(default=1, metadata=flag("inputs per device per step"))
+    grad_accum: int = field(default=1, metadata=flag("gradient accumulation steps"))
     max_grad_norm: float = 1.0
     bf16: bool | None = None  # None: on exactly when a CUDA GPU is used
-    seed: int = 0
-    workers: int = 0  # data-loading processes
-    logging_steps: int = 10
-    save_steps: int = 500
+    seed: int = field(default=0, metadata=flag("random seed"))
+    workers: int = field(default=0, metadata=flag("data-loading worker processes"))
+    logging_steps: int = field(default=10, metadata=flag("log losses every N steps"))
+    save_steps: int = field(default=500, metadata=flag("checkpoint every N steps"))
     save_total_limit: int | None = 2
-    checkpoint_dir: str | None = None  # None: OUT.checkpoints
-    resume: bool = False
-    overwrite: bool = False
-    deepspeed: str | None = None  # a DeepSpeed JSON config (run under accelerate launch / torchrun)
-    trust_remote_code: bool = False
+    checkpoint_dir: str | None = field(default=None, metadata=flag("where checkpoints go (default: OUT.checkpoints)"))
+    resume: bool = field(default=False, metadata=flag("continue from the checkpoints in the checkpoint directory "
+                                                      "(none: start afresh)"))
+    overwrite: bool = field(default=False, metadata=flag("remove an existing output and its checkpoints first"))
+    deepspeed: str | None = field(default=None, metadata=flag(
+        "DeepSpeed JSON config (run under `accelerate launch` or torchrun)"))
+    trust_remote_code: bool = field(default=False, metadata=flag("allow the checkpoint's own code"))
 
     def check(self) -> None:
         super().check()
@@ -106,28 +117,39 @@ class AlignConfig(TrainingConfig):
     STAGE = "align"
     REQUIRED = ("model", "modality", "data", "reference", "out")
 
-    model: str = ""
-    modality: str = ""
-    data: str = ""  # unlabeled modality inputs: DIR | LIST.txt | ANNOT.json[l]
-    reference: str = ""  # the statistics file of `vlynx reference` for this model
-    out: str = ""  # the adapter directory (PEFT format)
-    media_root: str | None = None  # relative paths in `data` resolve here (default: its folder)
-    modality_settings: dict[str, Any] = field(default_factory=dict)
-    frames: int | None = None  # None: the reference's frames per video
-    skip_bad_items: bool = False  # default: an unreadable input stops the run (path + reason)
+    model: str = field(default="", metadata=flag("preset, hub id or checkpoint dir of the Video LLM"))
+    modality: str = field(default="", metadata=flag("modality name (audio, depth, hfr, egocentric or a plug-in)"))
+    data: str = field(default="", metadata=flag("unlabeled modality inputs: DIR | LIST.txt | ANNOT.json[l]"))
+    reference: str = field(default="", metadata=flag(
+        "reference statistics file from `vlynx reference` (must match --model)"))
+    out: str = field(default="", metadata=flag("output adapter directory (PEFT format)"))
+    media_root: str | None = field(default=None, metadata=flag(
+        "folder that relative paths in --data resolve against (default: its folder)"))
+    modality_settings: dict[str, Any] = field(default_factory=dict)  # the transform's settings (`vlynx modalities`)
+    frames: int | None = field(default=None, metadata=flag(
+        "frames per input (default: the reference's frames per video)"))
+    skip_bad_items: bool = field(default=False, metadata=flag(
+        "skip unreadable inputs (listed in the log) instead of stopping"))
     # losses (eq. 6, 8, 9); field names as in `vlynx.losses.AlignmentLossSettings`
-    lambda_dist: float = 0.01
-    attn_loss: str = "l1"  # l1 (authors' code) | mse (the paper's wording)
-    dist_loss: str = "l2norm"  # unsquared L2 norms (authors' code) | mse
-    no_attn: bool = False
-    no_dist: bool = False
-    stop_grad_reference: bool = False
-    all_queries: bool = False  # default: only the queries at the positions 2x pooling keeps
-    before_out_proj: bool = False  # default: compare after the layer's (adapted) out_proj
+    lambda_dist: float = field(default=0.01, metadata=flag("weight of the distribution loss, eq. (9)"))
+    attn_loss: str = field(default="l1", metadata=flag(
+        "attention distance: l1 (authors' code) or mse (the paper's wording)", choices=["l1", "mse"]))
+    dist_loss: str = field(default="l2norm", metadata=flag(
+        "distribution distance: l2norm (unsquared L2 norms, authors' code) or mse", choices=["l2norm", "mse"]))
+    no_attn: bool = field(default=False, metadata=flag("ablation: drop the attention alignment loss"))
+    no_dist: bool = field(default=False, metadata=flag("ablation: drop the distribution regularization"))
+    stop_grad_reference: bool = field(default=False, metadata=flag(
+        "no gradient through the reference-response branch"))
+    all_queries: bool = field(default=False, metadata=flag(
+        "use every query position, not only those kept by 2x pooling"))
+    before_out_proj: bool = field(default=False, metadata=flag(
+        "compare attention outputs before the layer's output projection"))
     # the vision LoRA (r 64, alpha 2 x rank)
-    vision_rank: int = 64
-    vision_alpha: float | None = None  # None: vision_alpha_for(vision_rank)
-    vision_dropout: float = 0.05
+    vision_rank: int = field(default=64, metadata=flag("vision LoRA rank (alpha defaults to 2 x rank)",
+                                                       "--vision-rank", "--lora-rank"))
+    vision_alpha: float | None = field(default=None, metadata=flag("vision LoRA alpha (default: 2 x rank)",
+                                                                   "--vision-alpha", "--lora-alpha"))
+    vision_dropout: float = field(default=0.05, metadata=flag("vision LoRA dropout"))
 
     def resolved(self) -> AlignConfig:
         if self.vision_alpha is not None:
@@ -151,23 +173,31 @@ class TuneConfig(TrainingConfig):
     STAGE = "tune"
     REQUIRED = ("model", "data", "out")
 
-    model: str = ""
-    data: str = ""  # LLaVA/PAVE annotation file (JSON list or JSONL)
-    out: str = ""  # the bundle directory
-    media_root: str | None = None  # relative media paths resolve here (default: the annotation's folder)
-    modalities: list[str] = field(default_factory=list)  # new-modality blocks in prompt order; [] = -FT
-    vision_adapters: list[str] = field(default_factory=list)  # per modality, or one dir with a subfolder each
-    modality_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # default: the align records'
-    frames: int = 32
+    model: str = field(default="", metadata=flag("base Video LLM: checkpoint dir, hub id or preset"))
+    data: str = field(default="", metadata=flag("annotation file (JSON list or JSONL, LLaVA/PAVE conversations)"))
+    out: str = field(default="", metadata=flag("bundle directory to write (checkpoints in OUT.checkpoints)"))
+    media_root: str | None = field(default=None, metadata=flag(
+        "folder that relative media paths resolve against (default: the annotation file's folder)"))
+    modalities: list[str] = field(default_factory=list, metadata=flag(
+        "new modalities in prompt order, comma-separated (e.g. audio,depth); empty for the video-only -FT "
+        "baseline", "--modality"))
+    vision_adapters: list[str] = field(default_factory=list, metadata=flag(
+        "aligned vision adapters (`vlynx align` outputs): one dir per modality, comma-separated, or one dir with "
+        "a subfolder per modality", "--vision-adapter"))
+    # transform settings per modality; default: those recorded by `vlynx align` beside each adapter
+    modality_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    frames: int = field(default=32, metadata=flag("frames per video"))
     # the LLM LoRA (r 64, alpha rank / 4)
-    llm_rank: int = 64
-    llm_alpha: float | None = None  # None: llm_alpha_for(llm_rank)
-    llm_dropout: float = 0.05
+    llm_rank: int = field(default=64, metadata=flag("LLM LoRA rank (alpha defaults to rank / 4)"))
+    llm_alpha: float | None = field(default=None, metadata=flag("LLM LoRA alpha (default: rank / 4)"))
+    llm_dropout: float = field(default=0.05, metadata=flag("LLM LoRA dropout"))
     # vision LoRAs trained here: the no-interface-alignment ablation
-    train_vision_adapter: bool = False
-    vision_rank: int = 64  # fresh vision adapters only
-    vision_alpha: float | None = None  # None: vision_alpha_for(vision_rank)
-    vision_dropout: float = 0.05
+    train_vision_adapter: bool = field(default=False, metadata=flag(
+        "train the vision adapters jointly; a modality without --vision-adapter gets a fresh one (the "
+        "no-interface-alignment ablation)"))
+    vision_rank: int = field(default=64, metadata=flag("rank of fresh vision adapters (alpha defaults to 2 x rank)"))
+    vision_alpha: float | None = field(default=None, metadata=flag("alpha of fresh vision adapters (default: 2 x rank)"))
+    vision_dropout: float = field(default=0.05, metadata=flag("dropout of fresh vision adapters"))
 
     def resolved(self) -> TuneConfig:
         derived = {}
@@ -201,15 +231,16 @@ class EvalConfig(StageConfig):
     STAGE = "eval"
     REQUIRED = ("benchmark", "model", "data", "out")
 
-    benchmark: str = ""
-    model: str = ""  # a bundle directory
-    data: str = ""  # annotation file (JSON list or JSONL)
-    out: str = ""  # output folder: predictions.jsonl, results.json, results.md
-    media_root: str | None = None  # relative media paths resolve here (default: the annotation's folder)
-    batch_size: int = 1  # requests per generate call
-    meteor: bool = True  # METEOR costs a JVM start
-    resume: bool = False  # continue an interrupted run: answered ids are kept
-    overwrite: bool = False
+    benchmark: str = field(default="", metadata=flag("which benchmark"))
+    model: str = field(default="", metadata=flag("V-LynX bundle directory"))
+    data: str = field(default="", metadata=flag("annotation file (JSON list or JSONL)"))
+    out: str = field(default="", metadata=flag("output folder: predictions.jsonl, results.json, results.md"))
+    media_root: str | None = field(default=None, metadata=flag(
+        "folder the media paths are relative to (default: the annotation file's folder)"))
+    batch_size: int = field(default=1, metadata=flag("requests per generate call"))
+    meteor: bool = field(default=True, metadata=flag("skip METEOR (saves a JVM start)", "--no-meteor"))
+    resume: bool = field(default=False, metadata=flag("continue the run in OUT: questions already answered are kept"))
+    overwrite: bool = field(default=False, metadata=flag("remove OUT and start over"))
     trust_remote_code: bool = False
 
     def check(self) -> None:
@@ -224,10 +255,11 @@ class DemoConfig(StageConfig):
 
     STAGE = "demo"
 
-    out: str = "demo-out"
-    seed: int = 0  # of the world and of training
-    quick: bool = False  # a small run that checks the plumbing
-    overwrite: bool = False
+    out: str = field(default="demo-out", metadata=flag("output folder"))
+    seed: int = field(default=0, metadata=flag("seed of the world and of training"))
+    quick: bool = field(default=False, metadata=flag(
+        "a small, fast run that checks the plumbing (about 2 minutes on 2 CPU cores)"))
+    overwrite: bool = field(default=False, metadata=flag("replace an existing output folder"))
     n_reference: int | None = None  # reference videos (eq. 2-3)
     n_align: int | None = None  # unpaired, unlabeled audio clips
     n_train: int | None = None  # paired instruction scenes (about 6 questions each)

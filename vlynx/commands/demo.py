@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import functools
 
-from vlynx.config import add_config_arguments, add_option
+from vlynx.config import add_stage_arguments
 from vlynx.stage_configs import DemoConfig
 
 
@@ -19,12 +18,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "and its ablations). Prints a table and writes results.json, results.md and results.png, with the "
         "resolved config and a run record.",
     )
-    add_config_arguments(parser, DemoConfig)
-    option = functools.partial(add_option, parser, DemoConfig)
-    option("quick", help="a small, fast run that checks the plumbing (about 2 minutes on 2 CPU cores)")
-    option("out", help="output folder")
-    option("seed", help="seed of the world and of training")
-    option("overwrite", help="replace an existing output folder")
+    add_stage_arguments(parser, DemoConfig)
     parser.set_defaults(handler=run)
 
 

@@ -7,7 +7,7 @@ from vlynx.commands.score import benchmark_names
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from vlynx.config import add_config_arguments, add_option
+    from vlynx.config import add_stage_arguments
     from vlynx.stage_configs import EvalConfig
 
     parser = subparsers.add_parser(
@@ -21,17 +21,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "predictions needs --resume (answered ids are kept) or --overwrite (start over). Settings come from "
         "--config, then --set, then flags.",
     )
-    add_config_arguments(parser, EvalConfig)
-    add_option(parser, EvalConfig, "benchmark", choices=benchmark_names(), help="which benchmark")
-    add_option(parser, EvalConfig, "model", help="V-LynX bundle directory")
-    add_option(parser, EvalConfig, "data", help="annotation file (JSON list or JSONL)")
-    add_option(parser, EvalConfig, "media_root", help="folder the media paths are relative to "
-               "(default: the annotation file's folder)")
-    add_option(parser, EvalConfig, "out", help="output folder")
-    add_option(parser, EvalConfig, "batch_size", help="requests per generate call")
-    add_option(parser, EvalConfig, "meteor", "--no-meteor", help="skip METEOR (saves a JVM start)")
-    add_option(parser, EvalConfig, "resume", help="continue the run in OUT: questions already answered are kept")
-    add_option(parser, EvalConfig, "overwrite", help="remove OUT and start over")
+    add_stage_arguments(parser, EvalConfig, benchmark={"choices": benchmark_names()})
     parser.set_defaults(handler=run)
 
 
