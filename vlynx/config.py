@@ -182,16 +182,6 @@ def flag(help: str, *names: str, **argparse_options: Any) -> dict[str, Any]:
     return {"flag": (help, names, argparse_options)}
 
 
-def add_stage_command(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser,
-                      config_class: type[StageConfig], *, help: str, description: str, handler: Any,
-                      **options: dict[str, Any]) -> argparse.ArgumentParser:
-    """The subcommand of a stage (named after `config_class.STAGE`), with its config arguments and flags."""
-    parser = subparsers.add_parser(config_class.STAGE, parents=[common], help=help, description=description)
-    add_stage_arguments(parser, config_class, **options)
-    parser.set_defaults(handler=handler)
-    return parser
-
-
 def add_stage_arguments(parser: argparse.ArgumentParser, config_class: type[StageConfig],
                         **options: dict[str, Any]) -> None:
     """`--config`, `--set` and a flag for every field of `config_class` declared with `flag(...)`.

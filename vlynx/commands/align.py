@@ -4,21 +4,23 @@ from __future__ import annotations
 import argparse
 import json
 
-from vlynx.config import add_stage_command
+from vlynx.config import add_stage_arguments
 from vlynx.stage_configs import AlignConfig
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    add_stage_command(
-        subparsers, common, AlignConfig,
+    parser = subparsers.add_parser(
+        "align",
+        parents=[common],
         help="train a modality's vision LoRA by interface alignment",
         description="Interface alignment (V-LynX eq. 4-9): train only the new modality's vision-encoder LoRA on "
         "unpaired, unlabeled inputs so that its attention responses match those against the video reference "
         "keys/values, and its projected tokens have the video token statistics. Loads only the vision encoder "
         "and projector. Settings come from --config, then --set, then flags; the result is a PEFT adapter dir "
         "holding the resolved config and a run record. Multi-GPU: `accelerate launch -m vlynx align ...`.",
-        handler=run,
     )
+    add_stage_arguments(parser, AlignConfig)
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

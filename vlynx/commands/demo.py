@@ -3,21 +3,23 @@ from __future__ import annotations
 
 import argparse
 
-from vlynx.config import add_stage_command
+from vlynx.config import add_stage_arguments
 from vlynx.stage_configs import DemoConfig
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    add_stage_command(
-        subparsers, common, DemoConfig,
+    parser = subparsers.add_parser(
+        "demo",
+        parents=[common],
         help="run the end-to-end demo on the miniature world",
         description="Run the real pipeline on the shipped miniature world and its tiny Video LLM (trained on "
         "silent video only): reference statistics, interface alignment of an audio LoRA on unpaired audio, "
         "instruction tuning, and evaluation on held-out questions, for the paper's rows (zero-shot, FT, V-LynX "
         "and its ablations). Prints a table and writes results.json, results.md and results.png, with the "
         "resolved config and a run record.",
-        handler=run,
     )
+    add_stage_arguments(parser, DemoConfig)
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

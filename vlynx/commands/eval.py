@@ -7,11 +7,12 @@ from vlynx.commands.score import benchmark_names
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    from vlynx.config import add_stage_command
+    from vlynx.config import add_stage_arguments
     from vlynx.stage_configs import EvalConfig
 
-    add_stage_command(
-        subparsers, common, EvalConfig,
+    parser = subparsers.add_parser(
+        "eval",
+        parents=[common],
         help="generate answers for a benchmark and score them",
         description="Answer every question of a benchmark annotation file (LLaVA/PAVE conversation format plus "
         "the benchmark's fields, e.g. 'choices' for avqa, 'type' for music-avqa) with a V-LynX bundle, append "
@@ -19,8 +20,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "the run's settings (OUT/vlynx_config.yaml: `--config` it to repeat the run). An OUT holding "
         "predictions needs --resume (answered ids are kept) or --overwrite (start over). Settings come from "
         "--config, then --set, then flags.",
-        handler=run, benchmark={"choices": benchmark_names()},
     )
+    add_stage_arguments(parser, EvalConfig, benchmark={"choices": benchmark_names()})
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,22 +3,24 @@ from __future__ import annotations
 
 import argparse
 
-from vlynx.config import add_stage_command
+from vlynx.config import add_stage_arguments
 from vlynx.stage_configs import TuneConfig
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    parser = add_stage_command(
-        subparsers, common, TuneConfig,
+    parser = subparsers.add_parser(
+        "tune",
+        parents=[common],
         help="instruction-tune the LLM LoRA on video + new-modality conversations",
         description="Train the LLM LoRA on LLaVA/PAVE conversations whose prompt carries the video tokens "
         "(base encoder) followed by one token block per new modality (encoder + that modality's aligned "
         "adapter, frozen). Writes a model bundle that `vlynx answer` and `VLynx.from_pretrained` load, holding "
         "the resolved config and a run record. Settings come from --config, then --set, then flags.",
-        handler=run,
     )
+    add_stage_arguments(parser, TuneConfig)
     parser.add_argument("--modality-config", metavar="FILE", help="YAML/JSON {modality: {setting: value}} for the "
                         "modality transforms (default: the settings recorded by `vlynx align`)")
+    parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
