@@ -15,7 +15,7 @@ import time
 import torch
 
 from vlynx.backbones import load_backbone
-from vlynx.reference import _accumulate, _SourceAccumulator
+from vlynx.reference.accumulate import SourceAccumulator, accumulate
 
 
 def _synchronize(device: torch.device) -> None:
@@ -50,15 +50,14 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     videos = [torch.rand(args.frames, 3, size, size, generator=generator) * 2 - 1 for _ in range(args.batch_size)]
     pixels = torch.stack(videos).to(device)  # (B, F, 3, S, S)
-    pending = [(index, video.to(device), None) for index, video in enumerate(videos)]
-    shard = [(f"video{index}", 0) for index in range(args.batch_size)]
-    accumulators = [_SourceAccumulator(backbone, device)]
+    batch = [(0, video.to(device)) for video in videos]  # (source index, pixels): all of one source
+    accumulators = [SourceAccumulator(backbone, device)]
 
     def bare() -> None:
         backbone.encode_frames(pixels)
 
     def reference() -> None:
-        _accumulate(backbone, pending, shard, accumulators, [], 0, 1)
+        accumulate(backbone, accumulators, batch)
 
     bare_times, reference_times = [], []
     with torch.inference_mode():

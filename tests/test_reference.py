@@ -148,12 +148,12 @@ def test_fails_only_when_nothing_usable_remains(tiny_backbone, tmp_path):
 
 
 def test_resume_equals_uninterrupted(tiny_backbone, videos, tmp_path, monkeypatch):
-    import vlynx.reference as reference_module
+    import vlynx.reference.compute as reference_module  # where videos are read
 
     sources = [VideoSource("a", tuple(videos["a"])), VideoSource("b", tuple(videos["b"]))]
     uninterrupted = compute_reference(tiny_backbone, sources, FRAMES, batch_size=2)
 
-    checkpoint = tmp_path / "ref.safetensors.partial"
+    checkpoint = tmp_path / "ref.safetensors.checkpoints"
     reads = []
 
     def interrupted_read(path, num_frames):
@@ -164,13 +164,14 @@ def test_resume_equals_uninterrupted(tiny_backbone, videos, tmp_path, monkeypatc
 
     monkeypatch.setattr(reference_module, "read_video", interrupted_read)
     with pytest.raises(KeyboardInterrupt):
-        compute_reference(tiny_backbone, sources, FRAMES, batch_size=2, checkpoint=checkpoint, checkpoint_every=2)
+        compute_reference(tiny_backbone, sources, FRAMES, batch_size=2, checkpoint_dir=checkpoint,
+                          checkpoint_every=2)
     assert checkpoint.exists()
 
     reads.clear()
     monkeypatch.setattr(reference_module, "read_video", lambda path, n: reads.append(path) or read_video(path, n))
-    resumed = compute_reference(tiny_backbone, sources, FRAMES, batch_size=2, checkpoint=checkpoint,
-                                checkpoint_every=2)
+    resumed = compute_reference(tiny_backbone, sources, FRAMES, batch_size=2, checkpoint_dir=checkpoint,
+                                checkpoint_every=2, resume=True)
     assert reads == list(videos["a"][2:] + videos["b"])  # only what the checkpoint did not cover
     for name in ("keys", "values", "token_mean", "token_var"):
         torch.testing.assert_close(getattr(resumed, name), getattr(uninterrupted, name), rtol=0, atol=1e-12)
@@ -178,7 +179,10 @@ def test_resume_equals_uninterrupted(tiny_backbone, videos, tmp_path, monkeypatc
 
     other_frames = [VideoSource("a", tuple(videos["a"]))]  # a different job must not pick the checkpoint up
     with pytest.raises(VlynxError, match="different run"):
-        compute_reference(tiny_backbone, other_frames, FRAMES, checkpoint=checkpoint)
+        compute_reference(tiny_backbone, other_frames, FRAMES, checkpoint_dir=checkpoint, resume=True)
+    (checkpoint / "rank0-of-1.safetensors").rename(checkpoint / "rank1-of-2.safetensors")  # as if from 2 ranks
+    with pytest.raises(VlynxError, match="different run.*another number of ranks"):
+        compute_reference(tiny_backbone, sources, FRAMES, checkpoint_dir=checkpoint, resume=True)
 
 
 def test_save_load_round_trip_and_fingerprint_refusal(tiny_backbone, videos, tmp_path):
@@ -233,3 +237,39 @@ def test_stability_report_hand_values():
                             token_var=reference.token_var, fingerprint={}, frames_per_video=1,
                             counts=reference.counts, sources={"s1": {}})
     assert stability_report(single)[0].key_variance is None
+
+
+def test_run_reference_writes_what_it_returns(videos, tmp_path):
+    from vlynx.reference import run_reference
+    from vlynx.stage_configs import ReferenceConfig
+
+    out = tmp_path / "ref.safetensors"
+    config = ReferenceConfig(model="tiny", videos=[str(videos["a"][0].parent)], frames=FRAMES, out=str(out),
+                             workers=0, device="cpu")
+    result = run_reference(config)
+    saved = load_reference(out)
+    for name in ("keys", "values", "token_mean", "token_var"):
+        assert torch.equal(getattr(saved, name), getattr(result, name))
+    assert result.counts["videos"] == 3 and not (tmp_path / "ref.safetensors.checkpoints").exists()
+
+
+def test_run_reference_checks_settings_and_videos_before_loading_the_model(tmp_path, monkeypatch):
+    from vlynx.reference import run_reference
+    from vlynx.stage_configs import ReferenceConfig
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("cheap checks come before the model is loaded")
+
+    monkeypatch.setattr("vlynx.backbones.load_backbone", no_model)
+    (tmp_path / "empty").mkdir()
+    write_videos(tmp_path / "some", 1, seed=4)
+    base = ReferenceConfig(model="tiny", videos=[str(tmp_path / "some")], frames=FRAMES,
+                           out=str(tmp_path / "ref.safetensors"))
+    for change, message in [({"frames": 0}, "frames and batch_size must be >= 1"),
+                            ({"videos": []}, "missing --videos"),
+                            ({"videos": [str(tmp_path / "absent")]}, "absent: no such file"),
+                            ({"videos": [str(tmp_path / "empty")]}, "empty: lists no videos"),
+                            ({"sources": ["a", "b"]}, "1 video sets but 2 source names")]:
+        with pytest.raises(VlynxError, match=message):
+            run_reference(base.updated(change))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "some"]

@@ -43,4 +43,5 @@ def test_two_ranks_equal_one_process(tiny_checkpoint, tmp_path):
         torch.testing.assert_close(getattr(distributed, name), getattr(single, name), rtol=1e-10, atol=1e-12)
     assert distributed.counts == single.counts and distributed.sources == single.sources
     assert distributed.skipped == single.skipped and len(single.skipped) == 1
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ref.safetensors"]  # rank checkpoints removed
+    assert sorted(p.name for p in out.parent.iterdir()) == [  # rank checkpoints removed
+        "ref.safetensors", "ref.safetensors.config.yaml", "ref.safetensors.run.json"]
