@@ -1,6 +1,6 @@
 """Reference statistics: the video-derived interface guidance that alignment is trained against.
 
-Stage, top to bottom (DESIGN.md §2, eq. 2-3), one module each:
+Stage, top to bottom (docs/method.md §2, eq. 2-3), one module each:
 
 1. `sources`: list the reference videos of each source (`video_sources`);
 2. `compute`: on the frozen base model, ONE encoder pass per batch (`accumulate`) records every
