@@ -189,6 +189,11 @@ def add_stage_arguments(parser: argparse.ArgumentParser, config_class: type[Stag
     `options` adds argparse options per field name (e.g. choices known only at run time).
     """
     add_config_arguments(parser, config_class)
+    parser.epilog = (f"Settings come from --config, then --set, then flags (docs/configuration.md). The resolved "
+                     f"config and a run record (versions, command line, wall time, results) are written with the "
+                     f"output: OUT/{CONFIG_FILE} and OUT/{RUN_FILE} in an output folder, OUT.config.yaml and "
+                     "OUT.run.json beside an output file; --config that file repeats the run. An existing output "
+                     "is refused unless --overwrite; checkpoints (OUT.checkpoints) are continued with --resume.")
     for field in _ordered_fields(config_class):
         if "flag" in field.metadata:
             help, names, extra = field.metadata["flag"]

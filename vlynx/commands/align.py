@@ -16,8 +16,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Interface alignment (V-LynX eq. 4-9): train only the new modality's vision-encoder LoRA on "
         "unpaired, unlabeled inputs so that its attention responses match those against the video reference "
         "keys/values, and its projected tokens have the video token statistics. Loads only the vision encoder "
-        "and projector. Settings come from --config, then --set, then flags; the result is a PEFT adapter dir "
-        "holding the resolved config and a run record. Multi-GPU: `accelerate launch -m vlynx align ...`.",
+        "and projector; writes a PEFT adapter dir. Multi-GPU: `accelerate launch -m vlynx align ...`.",
     )
     add_stage_arguments(parser, AlignConfig)
     parser.set_defaults(handler=run)

@@ -15,8 +15,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Run the real pipeline on the shipped miniature world and its tiny Video LLM (trained on "
         "silent video only): reference statistics, interface alignment of an audio LoRA on unpaired audio, "
         "instruction tuning, and evaluation on held-out questions, for the paper's rows (zero-shot, FT, V-LynX "
-        "and its ablations). Prints a table and writes results.json, results.md and results.png, with the "
-        "resolved config and a run record.",
+        "and its ablations). Prints a table and writes results.json, results.md and results.png.",
     )
     add_stage_arguments(parser, DemoConfig)
     parser.set_defaults(handler=run)

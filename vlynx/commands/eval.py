@@ -16,10 +16,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="generate answers for a benchmark and score them",
         description="Answer every question of a benchmark annotation file (LLaVA/PAVE conversation format plus "
         "the benchmark's fields, e.g. 'choices' for avqa, 'type' for music-avqa) with a V-LynX bundle, append "
-        "the answers to OUT/predictions.jsonl, then score them and write OUT/results.json, OUT/results.md and "
-        "the run's settings (OUT/vlynx_config.yaml: `--config` it to repeat the run). An OUT holding "
-        "predictions needs --resume (answered ids are kept) or --overwrite (start over). Settings come from "
-        "--config, then --set, then flags.",
+        "the answers to OUT/predictions.jsonl, then score them and write OUT/results.json and OUT/results.md. "
+        "An OUT holding predictions needs --resume (answered ids are kept) or --overwrite (start over).",
     )
     add_stage_arguments(parser, EvalConfig, benchmark={"choices": benchmark_names()})
     parser.set_defaults(handler=run)

@@ -24,10 +24,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Run reference videos through the frozen base encoder once and save, per encoder layer, "
         "head and patch position, the mean key and value over all frames (eq. 2), and the mean and population "
         "variance of all projected video tokens (eq. 3), with a fingerprint of the model. Unreadable videos "
-        "are skipped and listed. The resolved settings are saved as OUT.config.yaml (repeat the run with "
-        "--config) and a run record as OUT.run.json. Resumable (checkpoints in OUT.checkpoints every N videos; "
-        "continue with --resume) and distributed: under `torchrun --nproc_per_node K -m vlynx reference ...` "
-        "each rank takes a shard.",
+        "are skipped and listed. Resumable (checkpoints every N videos, continued with --resume) and "
+        "distributed: under `torchrun --nproc_per_node K -m vlynx reference ...` each rank takes a shard.",
     )
     add_stage_arguments(parser, ReferenceConfig)
     parser.add_argument("--report", type=Path, metavar="REF.safetensors", help=REPORT_HELP)

@@ -14,8 +14,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="instruction-tune the LLM LoRA on video + new-modality conversations",
         description="Train the LLM LoRA on LLaVA/PAVE conversations whose prompt carries the video tokens "
         "(base encoder) followed by one token block per new modality (encoder + that modality's aligned "
-        "adapter, frozen). Writes a model bundle that `vlynx answer` and `VLynx.from_pretrained` load, holding "
-        "the resolved config and a run record. Settings come from --config, then --set, then flags.",
+        "adapter, frozen). Writes a model bundle that `vlynx answer` and `VLynx.from_pretrained` load.",
     )
     add_stage_arguments(parser, TuneConfig)
     parser.add_argument("--modality-config", metavar="FILE", help="YAML/JSON {modality: {setting: value}} for the "
