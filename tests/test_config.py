@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from vlynx.cli import build_parser
-from vlynx.config import config_from_args, prepare_output, run_file_paths, save_run
+from vlynx.config import config_from_args
+from vlynx.outputs import prepare_output, run_file_paths, save_run
 from vlynx.errors import VlynxError
 from vlynx.stage_configs import AlignConfig, DemoConfig, EvalConfig, ReferenceConfig, TuneConfig
 
@@ -136,13 +137,15 @@ def test_overwrite_and_resume_policy(tmp_path):
     with pytest.raises(VlynxError, match="already exists.*--overwrite"):
         prepare_output(out, checkpoints, resume=False, overwrite=False)
     (checkpoints / "checkpoint-3").mkdir(parents=True)
-    assert prepare_output(out, checkpoints, resume=True, overwrite=False) is True
+    with pytest.raises(VlynxError, match="complete: nothing to resume"):  # the output is written last
+        prepare_output(out, checkpoints, resume=True, overwrite=False)
     with pytest.raises(VlynxError, match="choose one"):
         prepare_output(out, checkpoints, resume=True, overwrite=True)
     (out / "adapter.safetensors").unlink()
-    out.rmdir()
+    out.rmdir()  # an interrupted run: checkpoints, no output
     with pytest.raises(VlynxError, match="checkpoints of an earlier run: pass --resume"):
         prepare_output(out, checkpoints, resume=False, overwrite=False)
+    assert prepare_output(out, checkpoints, resume=True, overwrite=False) is True
     out.mkdir()
     (out / "adapter.safetensors").write_text("old")
     assert prepare_output(out, checkpoints, resume=False, overwrite=True) is False

@@ -165,7 +165,7 @@ def test_checkpoints_are_refused_without_resume_and_resumed_with_it(job, tmp_pat
     assert "checkpoints of an earlier run" in error and "--resume" in error and "\n" not in error
     assert reads == [] and (checkpoints / "rank0-of-1.safetensors").is_file()
     assert reference(*flags, "--frames", str(FRAMES + 1), "--resume") == 2  # another job's checkpoint
-    assert "different run" in capsys.readouterr().err
+    assert "different run (settings.frames: recorded 3, now 4)" in capsys.readouterr().err
 
     assert reference(*flags, "--resume") == 0
     assert [p.parent.name for p in reads] == ["second", "second"]  # only what the checkpoint did not cover

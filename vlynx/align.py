@@ -26,12 +26,13 @@ import torch
 from torch import nn
 
 from vlynx.backbones.base import Backbone
-from vlynx.config import checkpoint_dir_for, prepare_output, save_run
+from vlynx.distributed import on_rank_zero
 from vlynx.errors import VlynxError
 from vlynx.losses import AlignmentLossSettings, alignment_losses
+from vlynx.outputs import checkpoint_dir_for, claim_output, record_identity, run_identity, save_run
 from vlynx.progress import log
 from vlynx.stage_configs import AlignConfig
-from vlynx.training import quiet_when_asked, training_arguments
+from vlynx.training import last_checkpoint, quiet_when_asked, train, training_arguments
 
 CHECKPOINT_WEIGHTS = "alignment_lora.safetensors"
 
@@ -191,7 +192,6 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
     `callbacks` are extra `transformers.TrainerCallback`s.
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from vlynx.adapters import LoraSettings, add_vision_adapter, set_trainable
     from vlynx.backbones import load_backbone
@@ -207,36 +207,37 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
     if not Path(config.reference).is_file():
         raise VlynxError("reference statistics file not found (`vlynx reference` writes it)", config.reference)
     out, checkpoints = Path(config.out), checkpoint_dir_for(config.out, config.checkpoint_dir)
-    resume = prepare_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite)
     args = training_arguments(
         config, checkpoints,
         # Without the distribution term the last layer's MLP LoRA gets no gradient (the attention
         # loss reads only attention outputs); DDP must then look for unused parameters.
         ddp_find_unused_parameters=config.no_dist,
     )
+    with claim_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite) as resume:
+        # Encoder + projector only: the LLM is never allocated (a 7B backbone aligns in encoder memory).
+        backbone = load_backbone(config.model, device=args.device, dtype=torch.float32,
+                                 trust_remote_code=config.trust_remote_code, language_model=False)
+        # Checked on the base model, before the LoRA exists (reference statistics are base-model statistics).
+        reference = load_reference(config.reference, backbone)
+        identity = run_identity(config, model=backbone.fingerprint(), inputs=[*paths, config.reference])
+        on_rank_zero(lambda: record_identity(checkpoints, identity, resuming=resume))
+        frames = config.frames or reference.frames_per_video
+        set_seed(config.seed)  # the LoRA A init is random: the same seed gives the same run
+        add_vision_adapter(backbone, config.modality,
+                           LoraSettings(config.vision_rank, config.vision_alpha, config.vision_dropout))
+        set_trainable(backbone, [config.modality])
 
-    # Encoder + projector only: the LLM is never allocated (a 7B backbone aligns in encoder memory).
-    backbone = load_backbone(config.model, device=args.device, dtype=torch.float32,
-                             trust_remote_code=config.trust_remote_code, language_model=False)
-    # Checked on the base model, before the LoRA exists (reference statistics are base-model statistics).
-    reference = load_reference(config.reference, backbone)
-    frames = config.frames or reference.frames_per_video
-    set_seed(config.seed)  # the LoRA A init is random: the same seed gives the same run
-    add_vision_adapter(backbone, config.modality,
-                       LoraSettings(config.vision_rank, config.vision_alpha, config.vision_dropout))
-    set_trainable(backbone, [config.modality])
+        dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
+        model = AlignmentModel(backbone, config.modality, reference, settings, modality.images_per_frame)
+        trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, callbacks=list(callbacks))
+        quiet_when_asked(trainer)
+        log.info("aligning '%s' on %d inputs x %d frames; reference %s", config.modality, len(dataset), frames,
+                 config.reference)
+        train(trainer, last_checkpoint(checkpoints) if resume else None)
 
-    dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
-    model = AlignmentModel(backbone, config.modality, reference, settings, modality.images_per_frame)
-    trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, callbacks=list(callbacks))
-    quiet_when_asked(trainer)
-    log.info("aligning '%s' on %d inputs x %d frames; reference %s", config.modality, len(dataset), frames,
-             config.reference)
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if resume else None)
-
-    final = _final_losses(trainer.state.log_history)
-    if trainer.is_world_process_zero():
-        _write_output(backbone, config, reference, final, trainer.state.global_step, frames, started)
+        final = _final_losses(trainer.state.log_history)
+        if trainer.is_world_process_zero():
+            _write_output(backbone, config, reference, final, trainer.state.global_step, frames, started, identity)
     return AlignResult(out=out, final_losses=final, steps=trainer.state.global_step)
 
 
@@ -248,7 +249,7 @@ def _final_losses(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final: dict[str, float],
-                  steps: int, frames: int, started: float) -> None:
+                  steps: int, frames: int, started: float, identity: dict[str, Any]) -> None:
     """The PEFT adapter, the resolved config and the run record, all replacing `config.out` at once."""
     from vlynx.files import atomic_directory
 
@@ -263,4 +264,4 @@ def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final
         reference_record = {"path": str(config.reference), "fingerprint": reference.fingerprint,
                             "frames_per_video": reference.frames_per_video, "counts": reference.counts}
         save_run(config, staging, started, adapter_name=config.modality, frames=frames, steps=steps,
-                 final_losses=final, reference=reference_record)
+                 final_losses=final, reference=reference_record, identity=identity)

@@ -61,9 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from vlynx import config
+    from vlynx import outputs
 
-    config.command_line = ["vlynx", *(sys.argv[1:] if argv is None else argv)]
+    outputs.command_line = ["vlynx", *(sys.argv[1:] if argv is None else argv)]
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     for noisy in ("transformers", "peft", "accelerate"):

@@ -6,32 +6,25 @@ Every stage (reference, align, tune, eval, demo) follows the same rules:
 - an unknown key is an error that lists the known ones; a value of the wrong type is an error;
 - a derived default (e.g. LoRA alpha = 2 x rank) is a field left at None and filled by
   `resolved()`, the same way whatever set the field it derives from;
-- the resolved config and a run record (versions, command line, wall time, results) are
-  written beside the output, so `--config that_file.yaml` repeats the run;
-- checkpoints live in `OUT.checkpoints` beside the output; `--resume` continues from them
-  (or starts afresh, saying so, when there are none) and `--overwrite` removes the old
-  output and its checkpoints first; without either, existing checkpoints are refused.
+- the resolved config and a run record are written with the output (`vlynx.outputs`), so
+  `--config that_file.yaml` repeats the run.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import shutil
-import time
 import types
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from vlynx.errors import VlynxError
-from vlynx.progress import log
 
 CONFIG_FILE = "vlynx_config.yaml"  # inside a directory output; `OUT.config.yaml` beside a file output
 RUN_FILE = "vlynx_run.json"  # likewise `OUT.run.json`
 
 Config = TypeVar("Config", bound="StageConfig")
-command_line: list[str] | None = None  # set by the CLI; recorded in every run record
 
 
 @dataclasses.dataclass
@@ -40,6 +33,8 @@ class StageConfig:
 
     STAGE: ClassVar[str] = ""
     REQUIRED: ClassVar[tuple[str, ...]] = ()  # fields that must be set (non-empty) before a run
+    # fields that do not change a run's results: left out of its identity (`vlynx.outputs.run_identity`)
+    RESULT_FREE: ClassVar[tuple[str, ...]] = ("out", "resume", "overwrite", "checkpoint_dir", "trust_remote_code")
 
     # ----- building ------------------------------------------------------------------------
     @classmethod
@@ -242,81 +237,3 @@ def config_from_args(config_class: type[Config], args: argparse.Namespace) -> Co
     names = {f.name for f in dataclasses.fields(config_class)}
     flags = {name: value for name, value in vars(args).items() if name in names}
     return config_class.from_sources(getattr(args, "config", None), getattr(args, "set", []), flags)
-
-
-# ----- outputs ------------------------------------------------------------------------------------
-def checkpoint_dir_for(out: str | Path, checkpoint_dir: str | Path | None) -> Path:
-    """Where a stage's checkpoints go: `checkpoint_dir`, or `OUT.checkpoints` beside the output."""
-    return Path(checkpoint_dir) if checkpoint_dir else Path(f"{Path(out)}.checkpoints")
-
-
-def prepare_output(out: Path, checkpoints: Path, *, resume: bool, overwrite: bool) -> bool:
-    """Apply the overwrite/resume policy before a run; True when earlier checkpoints are to be continued.
-
-    `--overwrite` removes the old output and its checkpoints. Without it an existing output is
-    refused unless resuming, and checkpoints of an earlier run are refused unless `--resume`.
-    `--resume` with no checkpoint starts from scratch (and says so).
-    """
-    if resume and overwrite:
-        raise VlynxError("--resume continues the earlier run and --overwrite discards it: choose one")
-    has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
-    if overwrite:
-        for path in (out, checkpoints):
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-        return False
-    if out.exists() and not resume and not (out.is_dir() and not any(out.iterdir())):  # an empty folder is free
-        raise VlynxError("output already exists (pass --overwrite to replace it)", out)
-    if has_checkpoints and not resume:
-        raise VlynxError("holds checkpoints of an earlier run: pass --resume to continue it or --overwrite to "
-                         "start over", checkpoints)
-    if resume and not has_checkpoints:
-        log.info("--resume: no checkpoint in %s, starting from scratch", checkpoints)
-    return resume and has_checkpoints
-
-
-def run_file_paths(out: str | Path, inside: bool = True) -> tuple[Path, Path]:
-    """(config file, run record) of an output: inside a directory output, beside a file output."""
-    out = Path(out)
-    if inside:
-        return out / CONFIG_FILE, out / RUN_FILE
-    return out.with_name(f"{out.name}.config.yaml"), out.with_name(f"{out.name}.run.json")
-
-
-def save_run(config: StageConfig, out: str | Path, started: float, *, inside: bool = True,
-             **results: Any) -> None:
-    """Write the resolved config and the run record (versions, command line, wall time, `results`).
-
-    `started` is the run's `time.time()` at its start.
-    """
-    import torch
-    import transformers
-
-    from vlynx import __version__
-    from vlynx.files import write_text_atomic
-
-    config_path, record_path = run_file_paths(out, inside)
-    record = {
-        "stage": config.STAGE,
-        "versions": {"vlynx": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
-        "command": command_line,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "wall_seconds": round(time.time() - started, 1),
-        "config": config.to_dict(),
-        "results": results,
-    }
-    write_text_atomic(config_path, config.to_yaml())
-    write_text_atomic(record_path, json.dumps(record, indent=2, default=str) + "\n")
-
-
-def read_run_record(directory: str | Path) -> dict[str, Any] | None:
-    """The run record inside an output directory, or None when it has none."""
-    path = run_file_paths(directory)[1]
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise VlynxError(f"invalid JSON at line {error.lineno}: {error.msg}", path) from error

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vlynx.config import prepare_output, save_run
 from vlynx.files import write_text_atomic
+from vlynx.outputs import claim_output, save_run
 from vlynx.progress import log
 from vlynx.stage_configs import DemoConfig
 
@@ -67,14 +67,21 @@ class RowResult:
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run the whole demo into `config.out`; returns what `results.json` holds."""
-    from vlynx.miniworld import WORLD, generate_split
-
     started = time.time()
     config = config.resolved()
     config.check()
     out = Path(config.out)
-    prepare_output(out, out, resume=False, overwrite=config.overwrite)
-    out.mkdir(parents=True, exist_ok=True)
+    with claim_output(out, out, resume=False, overwrite=config.overwrite):
+        out.mkdir(parents=True, exist_ok=True)
+        report = _run(config, out)
+        save_run(config, out, started, seconds=report["seconds"])
+    return report
+
+
+def _run(config: DemoConfig, out: Path) -> dict[str, Any]:
+    from vlynx.miniworld import WORLD, generate_split
+
+    started = time.time()
     audio_settings = WORLD.audio_settings()
 
     # 1. The world: four disjoint splits.
@@ -116,7 +123,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     write_text_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
     write_text_atomic(out / "results.md", format_table(report) + "\n")
     plot_results(report, out / "results.png")
-    save_run(config, out, started, rows=len(results))
     return report
 
 

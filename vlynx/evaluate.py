@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from vlynx.config import prepare_output, save_run
+from vlynx.outputs import claim_output, directory_digest, record_identity, run_identity, save_run
 from vlynx.errors import VlynxError
 from vlynx.files import write_text_atomic
 from vlynx.inputs import read_annotations
@@ -188,22 +188,21 @@ def run_eval(config: EvalConfig) -> ScoreReport:
                          "(VLynx.from_pretrained has no such option); leave it false")
     build_items(config.benchmark, config.data, config.media_root)
     out = Path(config.out)
-    _prepare_output(out, resume=config.resume, overwrite=config.overwrite)
-    try:
-        from vlynx.bundle import VLynx
-    except ImportError as error:
-        raise VlynxError(f"cannot load bundles in this installation: {error}") from error
-    model = VLynx.from_pretrained(config.model)
-    report = evaluate(model, config.benchmark, config.data, out, media_root=config.media_root,
-                      batch_size=config.batch_size, meteor=config.meteor)
-    save_run(config, out, started, scores=report.metrics)
-    return report
-
-
-def _prepare_output(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """The stages' output policy (`prepare_output`); eval's progress is its predictions file, so the
-    output folder is its own checkpoint folder."""
-    if (out / PREDICTIONS_FILE).is_file() and not (resume or overwrite):
+    if (out / PREDICTIONS_FILE).is_file() and not (config.resume or config.overwrite):
         raise VlynxError("holds the predictions of an earlier run: pass --resume to continue it (answered "
                          "questions are kept) or --overwrite to start over", out)
-    prepare_output(out, out, resume=resume, overwrite=overwrite)
+    # The predictions are eval's progress: the output folder is its own checkpoint folder.
+    with claim_output(out, out, resume=config.resume, overwrite=config.overwrite) as resume:
+        bundle = Path(config.model)  # its manifest (base model, settings) and weights identify the model
+        model = {"weights": directory_digest(bundle)} if bundle.is_dir() else {"name": config.model}
+        identity = run_identity(config, model=model, inputs=[config.data, *sorted(bundle.glob("*.json"))])
+        record_identity(out, identity, resuming=resume and (out / PREDICTIONS_FILE).is_file())
+        try:
+            from vlynx.bundle import VLynx
+        except ImportError as error:
+            raise VlynxError(f"cannot load bundles in this installation: {error}") from error
+        model = VLynx.from_pretrained(config.model)
+        report = evaluate(model, config.benchmark, config.data, out, media_root=config.media_root,
+                          batch_size=config.batch_size, meteor=config.meteor)
+        save_run(config, out, started, scores=report.metrics, identity=identity)
+    return report

@@ -1,4 +1,4 @@
-"""Comparing backbone fingerprints: one rule for every file that records the model it was made with."""
+"""Comparing recorded identities (backbone fingerprints, run identities) with the current ones: one rule."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -20,6 +20,16 @@ def fingerprint_differences(stored: Mapping[str, Any], current: Mapping[str, Any
         if a != b:
             differences.append(f"{name}: recorded {a!r}, model {b!r}")
     return differences
+
+
+def first_difference(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str | None:
+    """'field: recorded X, now Y' for the first differing leaf (dotted path, sorted), or None."""
+    flat_stored, flat_current = _flatten(stored), _flatten(current)
+    for name in sorted(set(flat_stored) | set(flat_current)):
+        a, b = flat_stored.get(name, "<absent>"), flat_current.get(name, "<absent>")
+        if a != b:
+            return f"{name}: recorded {a!r}, now {b!r}"
+    return None
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

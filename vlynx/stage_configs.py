@@ -33,6 +33,7 @@ class ReferenceConfig(StageConfig):
 
     STAGE = "reference"
     REQUIRED = ("model", "videos", "frames", "out")
+    RESULT_FREE = (*StageConfig.RESULT_FREE, "workers", "checkpoint_every", "device")
 
     model: str = field(default="", metadata=flag("preset (tiny, llava-onevision-0.5b, ...), hub id or checkpoint dir"))
     videos: list[str] = field(default_factory=list, metadata=flag(
@@ -73,6 +74,8 @@ class ReferenceConfig(StageConfig):
 @dataclass
 class TrainingConfig(StageConfig):
     """The optimisation settings that alignment and instruction tuning share (paper §A.3 schedule)."""
+
+    RESULT_FREE = (*StageConfig.RESULT_FREE, "workers", "logging_steps", "save_steps", "save_total_limit")
 
     epochs: float = field(default=1.0, metadata=flag("training epochs"))
     max_steps: int | None = field(default=None, metadata=flag("optimizer steps; overrides --epochs"))
@@ -230,6 +233,7 @@ class EvalConfig(StageConfig):
 
     STAGE = "eval"
     REQUIRED = ("benchmark", "model", "data", "out")
+    RESULT_FREE = (*StageConfig.RESULT_FREE, "meteor")  # scoring only: the predictions do not depend on it
 
     benchmark: str = field(default="", metadata=flag("which benchmark"))
     model: str = field(default="", metadata=flag("V-LynX bundle directory"))

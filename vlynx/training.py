@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from vlynx.errors import VlynxError
 from vlynx.progress import log
 
 if TYPE_CHECKING:
@@ -51,6 +52,44 @@ def training_arguments(config: TrainingConfig, output_dir: str | Path, **extra: 
         disable_tqdm=not log.isEnabledFor(20),
         **extra,
     )
+
+
+def last_checkpoint(directory: str | Path) -> str | None:
+    """The newest complete `checkpoint-N` in `directory`, or None when it holds none.
+
+    A run killed while saving leaves a checkpoint without its trainer or optimizer state:
+    it is passed over (and said so) for the one before it.
+    """
+    steps = sorted((int(p.name.split("-")[1]), p) for p in Path(directory).glob("checkpoint-*")
+                   if p.is_dir() and p.name.split("-")[1].isdigit())
+    for step, path in reversed(steps):
+        missing = [name for name in ("trainer_state.json", "optimizer.pt") if not (path / name).exists()]
+        if missing == ["optimizer.pt"] and any(path.glob("global_step*")):
+            missing = []  # DeepSpeed keeps the optimizer state in global_stepN/
+        if not missing:
+            log.info("resuming from step %d (%s)", step, path)
+            return str(path)
+        log.warning("%s is incomplete (no %s: interrupted while saving?); passing over it", path, ", ".join(missing))
+    if steps:
+        raise VlynxError("holds no complete checkpoint to resume from: pass --overwrite to start over", directory)
+    return None
+
+
+def train(trainer, checkpoint: str | None) -> None:
+    """`trainer.train()`, continuing from `checkpoint` when given.
+
+    A checkpoint taken at the run's last step is loaded, not trained on: HF Trainer would
+    take one step more than the run asked for (a run killed after its last checkpoint).
+    """
+    from transformers import TrainerState
+
+    if checkpoint is not None:
+        state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+        if 0 < state.max_steps <= state.global_step:
+            trainer._load_from_checkpoint(checkpoint)  # our trainers' own loader of their adapter weights
+            trainer.state = state
+            return
+    trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def quiet_when_asked(trainer) -> None:

@@ -32,7 +32,6 @@ from vlynx.adapters import (
 )
 from vlynx.backbones.base import Backbone
 from vlynx.bundle import VLynx
-from vlynx.config import checkpoint_dir_for, prepare_output, read_run_record, save_run
 from vlynx.conversation import (
     IGNORE_INDEX,
     VIDEO_STREAM,
@@ -46,9 +45,18 @@ from vlynx.conversation import (
     splice_blocks,
     tokenize_chat,
 )
+from vlynx.distributed import on_rank_zero
 from vlynx.errors import VlynxError
+from vlynx.outputs import (
+    checkpoint_dir_for,
+    claim_output,
+    read_run_record,
+    record_identity,
+    run_identity,
+    save_run,
+)
 from vlynx.stage_configs import TuneConfig
-from vlynx.training import quiet_when_asked, training_arguments
+from vlynx.training import last_checkpoint, quiet_when_asked, train, training_arguments
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -64,7 +72,6 @@ def run_tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = Non
     `vlynx.modalities.get_modality(name, **settings)`).
     """
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from vlynx.backbones import load_backbone
 
@@ -84,46 +91,48 @@ def run_tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = Non
     reference_fingerprints = {m: fingerprint for m, (_, fingerprint) in aligned.items() if fingerprint is not None}
     examples = load_examples(config.data, config.modalities, config.media_root)
     out, checkpoints = Path(config.out), checkpoint_dir_for(config.out, config.checkpoint_dir)
-    resume = prepare_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite)
-
-    # 1. Model: base backbone + aligned vision adapters (frozen) + fresh LLM LoRA (seeded: runs repeat exactly).
-    set_seed(config.seed)
-    backbone = load_backbone(config.model, device=_device(), trust_remote_code=config.trust_remote_code)
-    if backbone.tokenizer is None:
-        raise VlynxError("instruction tuning needs the model's tokenizer; none found", config.model)
-    trained = [LLM_ADAPTER]
-    for modality, directory in zip(config.modalities, adapter_dirs):
-        if directory is not None:
-            load_adapter(backbone, directory, modality)
-        else:
-            add_vision_adapter(backbone, modality,
-                               LoraSettings(config.vision_rank, config.vision_alpha, config.vision_dropout))
-        if config.train_vision_adapter:
-            trained.append(modality)
-    add_llm_adapter(backbone, LoraSettings(config.llm_rank, config.llm_alpha, config.llm_dropout))
-    set_trainable(backbone, trained)
-
-    # 2. Data: every entry checked and tokenized before training starts; media decoded per step.
-    transforms = _transforms(config, transforms)
-    dataset = ConversationDataset(backbone, examples, transforms, config.frames)
-
-    # 3. Train: AdamW, linear warm-up then cosine decay (paper §A), checkpoints for --resume.
     args = training_arguments(config, checkpoints, label_names=["labels"])
-    group = {m: images_per_frame(transforms[m]) for m in config.modalities}
-    trainer = InstructionTrainer(backbone, config.modalities, group, trained, config.train_vision_adapter,
-                                 model=backbone.peft_model, args=args, train_dataset=dataset,
-                                 data_collator=Collator(backbone.pad_token_id))
-    quiet_when_asked(trainer)
-    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if resume else None)
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    with claim_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite) as resume:
+        # 1. Model: base backbone + aligned vision adapters (frozen) + fresh LLM LoRA (seeded: runs repeat exactly).
+        set_seed(config.seed)
+        backbone = load_backbone(config.model, device=_device(), trust_remote_code=config.trust_remote_code)
+        if backbone.tokenizer is None:
+            raise VlynxError("instruction tuning needs the model's tokenizer; none found", config.model)
+        identity = run_identity(config, model=backbone.fingerprint(), inputs=[config.data],
+                                adapters={m: d for m, d in zip(config.modalities, adapter_dirs) if d is not None})
+        on_rank_zero(lambda: record_identity(checkpoints, identity, resuming=resume))
+        trained = [LLM_ADAPTER]
+        for modality, directory in zip(config.modalities, adapter_dirs):
+            if directory is not None:
+                load_adapter(backbone, directory, modality)
+            else:
+                add_vision_adapter(backbone, modality,
+                                   LoraSettings(config.vision_rank, config.vision_alpha, config.vision_dropout))
+            if config.train_vision_adapter:
+                trained.append(modality)
+        add_llm_adapter(backbone, LoraSettings(config.llm_rank, config.llm_alpha, config.llm_dropout))
+        set_trainable(backbone, trained)
 
-    # 4. Save: the bundle, and the resolved config and run record in it so the run can be repeated.
-    settings = {m: config.modality_settings.get(m, {}) for m in config.modalities}
-    model = VLynx(backbone, config.modalities, config.frames, settings, transforms, reference_fingerprints or None)
-    if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
-        model.save_pretrained(out)
-        save_run(config, out, started, steps=trainer.state.global_step, losses=losses,
-                 reference_fingerprints=reference_fingerprints)
+        # 2. Data: every entry checked and tokenized before training starts; media decoded per step.
+        transforms = _transforms(config, transforms)
+        dataset = ConversationDataset(backbone, examples, transforms, config.frames)
+
+        # 3. Train: AdamW, linear warm-up then cosine decay (paper §A), checkpoints for --resume.
+        group = {m: images_per_frame(transforms[m]) for m in config.modalities}
+        trainer = InstructionTrainer(backbone, config.modalities, group, trained, config.train_vision_adapter,
+                                     model=backbone.peft_model, args=args, train_dataset=dataset,
+                                     data_collator=Collator(backbone.pad_token_id))
+        quiet_when_asked(trainer)
+        train(trainer, last_checkpoint(checkpoints) if resume else None)
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+        # 4. Save: the bundle, and the resolved config and run record in it so the run can be repeated.
+        settings = {m: config.modality_settings.get(m, {}) for m in config.modalities}
+        model = VLynx(backbone, config.modalities, config.frames, settings, transforms, reference_fingerprints or None)
+        if trainer.is_world_process_zero():  # one writer under torchrun / accelerate launch
+            model.save_pretrained(out)
+            save_run(config, out, started, steps=trainer.state.global_step, losses=losses,
+                     reference_fingerprints=reference_fingerprints, identity=identity)
     return TuneResult(out, losses, trainer.state.global_step)
 
 

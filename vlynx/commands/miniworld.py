@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     generate.add_argument("--split", required=True, choices=("reference", "align", "train", "test", "pretrain"))
     generate.add_argument("--n", type=int, required=True, help="number of scenes")
     generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    generate.add_argument("--overwrite", action="store_true", help="replace a folder that is not empty")
     generate.set_defaults(handler=run_generate)
 
     pretrain = actions.add_parser(
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 def run_generate(args: argparse.Namespace) -> int:
     from vlynx.miniworld import generate_split
 
-    index = generate_split(args.out, args.split, args.n, args.seed)
+    index = generate_split(args.out, args.split, args.n, args.seed, overwrite=args.overwrite)
     print(index)
     return 0
 

@@ -47,17 +47,27 @@ def make_scene(seed: int, split: str, index: int) -> tuple[Scene, np.random.Gene
 
 
 def generate_split(out_dir: str | Path, split: str, n: int, seed: int = 0,
-                   world: WorldSettings = WORLD) -> Path:
+                   world: WorldSettings = WORLD, overwrite: bool = False) -> Path:
     """Write `n` scenes of `split` under `out_dir`; returns its index file (list or annotations).
 
-    The index file is written last and atomically: if it exists, the split is complete.
+    A folder that is not empty is refused unless `overwrite` (which empties it first), so a
+    split never mixes files of two runs. The index file is written last and atomically: if
+    it exists, the split is complete.
     """
+    from vlynx.outputs import output_lock, prepare_output
+
     if split not in SPLITS:
         raise VlynxError(f"unknown split '{split}' (choose from {', '.join(SPLITS)})")
     if n < 1:
         raise VlynxError("the number of scenes must be at least 1")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out):
+        prepare_output(out, Path(f"{out}.checkpoints"), resume=False, overwrite=overwrite)
+        out.mkdir(parents=True, exist_ok=True)
+        return _write_split(out, split, n, seed, world)
+
+
+def _write_split(out: Path, split: str, n: int, seed: int, world: WorldSettings) -> Path:
     scenes: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
     listed: list[str] = []

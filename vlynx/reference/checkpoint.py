@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlynx.errors import VlynxError
+from vlynx.outputs import IDENTITY_FILE
 from vlynx.reference.accumulate import SourceAccumulator
 from vlynx.reference.file import read_safetensors, write_safetensors
 from vlynx.reference.sources import VideoSource
@@ -82,7 +83,7 @@ def discard_checkpoint(directory: str | Path) -> None:
     if not directory.is_dir():
         return
     for path in directory.iterdir():
-        if _RANK_FILE.fullmatch(path.name):
+        if _RANK_FILE.fullmatch(path.name) or path.name == IDENTITY_FILE:
             path.unlink(missing_ok=True)
     if not any(directory.iterdir()):
         directory.rmdir()

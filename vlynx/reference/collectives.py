@@ -6,7 +6,7 @@ combined with collectives, never through files.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -51,26 +51,6 @@ def barrier() -> None:
     """Wait for every rank (nothing to wait for without a process group)."""
     if distributed():
         torch.distributed.barrier()
-
-
-def on_rank_zero(action: Callable[[], T]) -> T:
-    """Run `action` on rank 0 only and return its result on every rank.
-
-    A `VlynxError` it raises is raised on every rank, so no rank is left waiting in a collective.
-    """
-    if not distributed():
-        return action()
-    outcome: list[Any] = [None]
-    if torch.distributed.get_rank() == 0:
-        try:
-            outcome = [("result", action())]
-        except VlynxError as error:
-            outcome = [("error", str(error))]
-    torch.distributed.broadcast_object_list(outcome, src=0)
-    kind, value = outcome[0]
-    if kind == "error":
-        raise VlynxError(value)
-    return value
 
 
 def same_on_all_ranks(fingerprint: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from vlynx.config import checkpoint_dir_for, prepare_output, save_run
+from vlynx.distributed import on_rank_zero
+from vlynx.outputs import checkpoint_dir_for, claim_output, record_identity, run_identity, save_run
 from vlynx.progress import log
 from vlynx.reference import collectives
 from vlynx.reference.checkpoint import discard_checkpoint
@@ -44,20 +45,22 @@ def run_reference(config: ReferenceConfig) -> ReferenceStats:
         rank, _ = collectives.rank_and_world()
         if rank != 0:
             log.setLevel(logging.ERROR)  # one progress bar and one summary, from rank 0
-        # one rank applies the policy (--overwrite deletes files); all ranks learn the outcome
-        resume = collectives.on_rank_zero(
-            lambda: prepare_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite))
-        backbone = load_backbone(config.model, device=device, trust_remote_code=config.trust_remote_code)
-        reference = compute_reference(backbone, sources, config.frames, batch_size=config.batch_size,
-                                      workers=config.workers, checkpoint_dir=checkpoints,
-                                      checkpoint_every=config.checkpoint_every, resume=resume)
-        if rank == 0:
-            save_reference(reference, out)
-            save_run(config, out, started, inside=False, counts=reference.counts,
-                     skipped=len(reference.skipped), fingerprint=reference.fingerprint)
-            # every rank wrote its last checkpoint before the collectives that combined the statistics
-            discard_checkpoint(checkpoints)
-        collectives.barrier()  # no rank returns before the output exists
+        # rank 0 locks the output and applies the policy (--overwrite deletes files); all ranks learn the outcome
+        with claim_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite) as resume:
+            backbone = load_backbone(config.model, device=device, trust_remote_code=config.trust_remote_code)
+            videos = [path for source in sources for path in source.videos]
+            identity = {**run_identity(config, model=backbone.fingerprint(), inputs=videos), "ranks": world}
+            on_rank_zero(lambda: record_identity(checkpoints, identity, resuming=resume))
+            reference = compute_reference(backbone, sources, config.frames, batch_size=config.batch_size,
+                                          workers=config.workers, checkpoint_dir=checkpoints,
+                                          checkpoint_every=config.checkpoint_every, resume=resume)
+            if rank == 0:
+                save_reference(reference, out)
+                save_run(config, out, started, inside=False, counts=reference.counts,
+                         skipped=len(reference.skipped), fingerprint=reference.fingerprint, identity=identity)
+                # every rank wrote its last checkpoint before the collectives that combined the statistics
+                discard_checkpoint(checkpoints)
+            collectives.barrier()  # no rank returns before the output exists
     return reference
 
 
