@@ -118,3 +118,19 @@ def test_miniworld_generate_refuses_a_folder_that_is_not_empty(tmp_path, capsys)
                  "--overwrite"]) == 0
     assert not (out / "stray.txt").exists()
     assert len((out / "videos.txt").read_text().split()) == 2
+
+
+def test_a_checkpoint_torn_while_saving_is_passed_over(tmp_path, caplog):
+    from vlynx.training import last_checkpoint
+
+    assert last_checkpoint(tmp_path) is None  # nothing to resume
+    for step, files in ((2, ["trainer_state.json", "optimizer.pt"]), (4, ["trainer_state.json"]),
+                        (10, ["optimizer.pt"])):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        for name in files:
+            (tmp_path / f"checkpoint-{step}" / name).write_text("{}")
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-2")  # 10 and 4 were killed mid-save
+    assert "checkpoint-10 is incomplete (no trainer_state.json" in caplog.text
+    shutil.rmtree(tmp_path / "checkpoint-2")
+    with pytest.raises(VlynxError, match="no complete checkpoint to resume from: pass --overwrite"):
+        last_checkpoint(tmp_path)
