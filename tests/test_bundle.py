@@ -98,6 +98,8 @@ def test_bundle_refuses_a_different_base_model(checkpoint, tmp_path):
         VLynx.from_pretrained(tmp_path / "bundle", base_model=tmp_path / "other")
     with pytest.raises(VlynxError, match="not a vlynx bundle"):
         VLynx.from_pretrained(tmp_path)
+    with pytest.raises(VlynxError, match="no such bundle or model directory"):
+        VLynx.from_pretrained("no-such-bundle")  # not looked up on the hub: a hub id is org/name
 
 
 
@@ -191,12 +193,13 @@ def test_cli_tune_baseline_then_answer_json(checkpoint, clip, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, problem", [
     (["--video", "missing.mp4"], "file not found"),
-    (["--audio", "x.wav"], "has no audio modality"),
+    (["--audio", "CLIP"], "has no audio modality"),
 ])
 def test_cli_answer_bad_input_is_one_line(checkpoint, clip, tmp_path, capsys, extra, problem):
     backbone = load_backbone(checkpoint)
     add_llm_adapter(backbone)
     VLynx(backbone, [], num_frames=2).save_pretrained(tmp_path / "plain")
+    extra = [str(clip) if item == "CLIP" else item for item in extra]
     arguments = ["answer", "--model", str(tmp_path / "plain"), "--video", str(clip), *extra, "what ?"]
     assert main(arguments) == 2
     error = capsys.readouterr().err.strip()
@@ -206,3 +209,145 @@ def test_cli_answer_bad_input_is_one_line(checkpoint, clip, tmp_path, capsys, ex
 def test_cli_tune_reports_missing_settings(tmp_path, capsys):
     assert main(["tune", "--data", "x.json"]) == 2
     assert "missing --model, --out" in capsys.readouterr().err
+
+
+# ----- the model's context, empty answers, input checks -------------------------------------
+
+CONTEXT = 1024  # the tiny preset's max_position_embeddings
+CHAT_TOKENS = 14  # ChatML around a question, by hand: "<|im_start|> system You are a helpful assistant . <|im_end|>"
+# (9), "<|im_start|> user" (2), "<|im_end|> <|im_start|> assistant" (3); the word tokenizer makes one token a word
+VIDEO_TOKENS = 2 * 4 + 1  # 2 frames x (32 px / 8 px patches = 4x4, pooled to 2x2) + the newline token
+
+
+def test_a_prompt_that_fills_the_context_is_an_error_naming_its_token_counts(checkpoint, clip):
+    model = audio_model(checkpoint)  # video block + audio block
+    media = 2 * VIDEO_TOKENS
+    words = CONTEXT - CHAT_TOKENS - media  # the prompt alone fills the context: no room for one answer token
+    counts = rf"prompt is {CONTEXT} tokens \(text {CONTEXT - media} \+ media {media}\), the model's context is {CONTEXT}"
+    with pytest.raises(VlynxError, match=counts):
+        model.answer(video=clip, question="red " * words)
+    with pytest.raises(VlynxError, match=f"request 1: {counts}"):
+        model.generate([{"video": clip, "question": "red"}, {"video": clip, "question": "red " * words}])
+
+
+def test_answers_are_capped_to_the_context_the_prompt_leaves(checkpoint, clip):
+    model = VLynx(load_backbone(checkpoint), [], num_frames=2)
+    room = 3
+    question = "red " * (CONTEXT - CHAT_TOKENS - VIDEO_TOKENS - room)
+    capped = model.answer(video=clip, question=question, max_new_tokens=10)
+    # the checkpoint's output head never picks a special token, so an answer runs to its length limit
+    assert capped == model.answer(video=clip, question=question, max_new_tokens=room)
+    assert len(capped.split()) == room
+
+
+@pytest.fixture(scope="module")
+def mute_checkpoint(checkpoint, tmp_path_factory):
+    """The checkpoint with a zero output head: every step picks id 0 (<pad>), so every answer decodes empty."""
+    backbone = load_backbone(checkpoint)
+    with torch.no_grad():
+        backbone.model.lm_head.weight.zero_()
+    directory = tmp_path_factory.mktemp("mute")
+    backbone.model.save_pretrained(directory)
+    backbone.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_an_empty_answer_is_logged_and_flagged_in_json(mute_checkpoint, clip, tmp_path, capsys, caplog):
+    backbone = load_backbone(mute_checkpoint)
+    add_llm_adapter(backbone)
+    VLynx(backbone, [], num_frames=2).save_pretrained(tmp_path / "mute")
+    with caplog.at_level("WARNING", logger="vlynx"):
+        assert main(["answer", "--model", str(tmp_path / "mute"), "--video", str(clip), "--json", "red ?"]) == 0
+    assert json.loads(capsys.readouterr().out)["answer"] == ""
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "the model returned an empty answer (only special tokens, or the end of its turn at once)"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="vlynx"):
+        assert main(["answer", "--model", str(tmp_path / "mute"), "--video", str(clip), "--json", "red ?"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["answer"] == "" and printed["empty"] is True
+
+
+def test_library_refuses_doubled_placeholders_and_no_answer_tokens(checkpoint, clip):
+    model = VLynx(load_backbone(checkpoint), [], num_frames=2)
+    with pytest.raises(VlynxError, match="^the question has 2 '<image>' placeholders"):
+        model.answer(video=clip, question="<image> what colour <image> ?")
+    with pytest.raises(VlynxError, match="max_new_tokens must be at least 1, got 0"):
+        model.answer(video=clip, question="what colour ?", max_new_tokens=0)
+    # one placeholder places the media; at the start it is the same prompt as none
+    assert model.answer(video=clip, question="<image>\nwhat colour ?", max_new_tokens=3) == model.answer(
+        video=clip, question="what colour ?", max_new_tokens=3)
+
+
+@pytest.mark.parametrize("extra, question, problem", [
+    ([], "<image> what colour <image> ?", "the question has 2 '<image>' placeholders; at most one"),
+    ([], "  ", "the question is empty"),
+    (["--max-new-tokens", "0"], "what ?", "--max-new-tokens must be at least 1, got 0"),
+    (["--frames", "0"], "what ?", "--frames must be at least 1, got 0"),
+    (["--video", "gone.mp4"], "what ?", "gone.mp4: video file not found"),
+    (["--audio", "gone.wav"], "what ?", "gone.wav: audio input not found"),
+])
+def test_cli_answer_checks_its_input_before_loading_the_model(clip, tmp_path, capsys, extra, question, problem):
+    arguments = ["answer", "--model", str(tmp_path / "no-bundle-here"), "--video", str(clip), *extra, question]
+    assert main(arguments) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and problem in error, error
+
+
+def test_cli_answer_passes_trust_remote_code_to_the_loader(checkpoint, clip, tmp_path, capsys, monkeypatch):
+    import vlynx.backbones
+
+    backbone = load_backbone(checkpoint)
+    add_llm_adapter(backbone)
+    VLynx(backbone, [], num_frames=2).save_pretrained(tmp_path / "plain")
+    seen = []
+
+    def recording_load(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return load_backbone(*args, **kwargs)
+
+    monkeypatch.setattr(vlynx.backbones, "load_backbone", recording_load)
+    for flag in ([], ["--trust-remote-code"]):
+        assert main(["answer", "--model", str(tmp_path / "plain"), "--video", str(clip), *flag, "red ?"]) == 0
+    assert seen == [False, True]
+
+
+# ----- where the base model is recorded -------------------------------------------------------
+
+
+def test_a_base_model_alone_answers_about_the_video(checkpoint, clip):
+    base = VLynx.from_pretrained(checkpoint)
+    assert base.modalities == [] and base.num_frames == 8
+    direct = VLynx(load_backbone(checkpoint), [], num_frames=2)
+    assert VLynx.from_pretrained(checkpoint, num_frames=2).answer(video=clip, question="what colour ?") == \
+        direct.answer(video=clip, question="what colour ?")
+
+
+def test_bundle_records_the_shipped_model_by_name(clip, tmp_path):
+    backbone = load_backbone("miniworld")
+    add_llm_adapter(backbone)
+    VLynx(backbone, [], num_frames=2).save_pretrained(tmp_path / "bundle")
+    assert json.loads((tmp_path / "bundle" / "vlynx_bundle.json").read_text())["base_model"] == "miniworld"
+    assert VLynx.from_pretrained(tmp_path / "bundle").backbone.fingerprint() == backbone.fingerprint()
+
+
+def test_bundle_beside_its_base_model_moves_with_it(checkpoint, clip, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.copytree(checkpoint, tmp_path / "old" / "base")
+    backbone = load_backbone(tmp_path / "old" / "base")
+    add_llm_adapter(backbone)
+    randomize(backbone, "llm", 2, scale=0.1)
+    model = VLynx(backbone, [], num_frames=2)
+    before = model.answer(video=clip, question="what colour ?", max_new_tokens=4)
+    model.save_pretrained(tmp_path / "old" / "bundle")
+    assert json.loads((tmp_path / "old" / "bundle" / "vlynx_bundle.json").read_text())["base_model"] == "../base"
+    shutil.copytree(tmp_path / "old", tmp_path / "new")
+    shutil.rmtree(tmp_path / "old")
+    monkeypatch.chdir(tmp_path / "new" / "bundle" / "adapters")  # resolved against the bundle, not the cwd
+    moved = VLynx.from_pretrained(tmp_path / "new" / "bundle")
+    assert moved.answer(video=clip, question="what colour ?", max_new_tokens=4) == before
+    # a base model outside the bundle's parent folder is recorded by its absolute path
+    moved.save_pretrained(tmp_path / "elsewhere" / "deeper" / "bundle")
+    recorded = json.loads((tmp_path / "elsewhere" / "deeper" / "bundle" / "vlynx_bundle.json").read_text())
+    assert recorded["base_model"] == str((tmp_path / "new" / "base").resolve())

@@ -121,3 +121,17 @@ def test_pretrain_refuses_to_replace_a_folder_that_is_no_checkpoint(tmp_path):
     with pytest.raises(VlynxError, match="not a miniworld checkpoint"):
         vlynx.miniworld.pretrain(tmp_path, steps=2, scenes=2, eval_scenes=2, batch_size=4)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_question_longer_than_the_shipped_models_context_is_a_one_line_error(tmp_path, capsys):
+    from vlynx.cli import main
+
+    annotations = generate_split(tmp_path, "test", 1, seed=0)
+    video = annotations.parent / json.loads(annotations.read_text())[0]["video"]
+    question = "what colour is the box ? " * 4000  # 4,000 times 6 words
+    assert len(question) == 100_000
+    assert main(["answer", "--model", "miniworld", "--video", str(video), question]) == 2
+    error = capsys.readouterr().err.strip()
+    # text: 24,000 words + 14 ChatML tokens around them; media: 8 frames x 2x2 pooled patches + newline = 33
+    assert error.splitlines() == ["vlynx answer: error: prompt is 24047 tokens (text 24014 + media 33), the model's "
+                                  "context is 512: shorten the question or use fewer frames"]

@@ -8,12 +8,25 @@ A bundle directory holds
     tokenizer/          the tokenizer the LLM adapter was trained with
 
     model = VLynx.from_pretrained("bundle/")
-    model.answer(video="clip.mp4", audio="clip.wav", question="What instrument is playing?")
+    model.answer(video="clip.mp4", audio="clip.wav", question="what sound do you hear ?")
+
+`VLynx.from_pretrained` also takes a base model alone (`miniworld`, a preset, a hub id or a
+checkpoint directory): no adapters, no new modalities, the video only.
+
+Where the manifest records the base model, so that a bundle keeps loading after it is moved:
+
+- a preset or shipped name (`tiny`, `miniworld`) and a hub id as they are; the shipped
+  checkpoint is recorded by its name even when it was loaded by its path in site-packages;
+- a local checkpoint directory inside the bundle's parent folder (beside the bundle, or in it)
+  relative to the bundle, as `../base` or `./base`, so the parent folder can be moved or
+  copied whole; loading resolves such a path against the bundle directory;
+- any other local directory by its absolute path (it stays put when the bundle alone moves).
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -25,6 +38,7 @@ import torch
 from vlynx.adapters import adapter_names, load_adapter, save_adapters, set_trainable
 from vlynx.backbones.base import Backbone
 from vlynx.conversation import (
+    IMAGE_PLACEHOLDER,
     VIDEO_STREAM,
     Modality,
     encode_blocks,
@@ -36,9 +50,11 @@ from vlynx.conversation import (
 from vlynx.errors import VlynxError
 from vlynx.files import atomic_directory, write_text_atomic
 from vlynx.fingerprints import fingerprint_differences
+from vlynx.progress import log
 
 BUNDLE_FILE = "vlynx_bundle.json"
 BUNDLE_FORMAT = 1
+BASE_MODEL_FRAMES = 8  # frames per video when a base model is loaded alone (the miniworld model's)
 
 
 # ----- the bundle ----------------------------------------------------------------
@@ -69,28 +85,38 @@ class VLynx:
     @classmethod
     def from_pretrained(cls, bundle: str | Path, *, device: str | torch.device = "cpu",
                         dtype: torch.dtype | None = None, base_model: str | Path | None = None,
-                        transforms: Mapping[str, Modality] | None = None) -> VLynx:
+                        transforms: Mapping[str, Modality] | None = None, num_frames: int | None = None,
+                        trust_remote_code: bool = False) -> VLynx:
         """Load the base model, every adapter and the modality transforms of a saved bundle.
 
-        `base_model` overrides the recorded base model location (e.g. after moving it); its
-        fingerprint must still match the one the bundle was trained on.
+        `bundle` may also be a base model alone (a preset, `miniworld`, a hub id or a checkpoint
+        directory): it then answers about the video only, from `num_frames` frames (default
+        `BASE_MODEL_FRAMES`). `base_model` overrides the recorded base model location (e.g. after
+        moving it); its fingerprint must still match the one the bundle was trained on.
+        `num_frames` overrides the bundle's frames per video. `trust_remote_code` lets the base
+        model and the tokenizer run their checkpoint's own code.
         """
         from vlynx.backbones import load_backbone
 
+        if _is_base_model(bundle):
+            backbone = load_backbone(bundle, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+            return cls(backbone, [], num_frames or BASE_MODEL_FRAMES)
         bundle = Path(bundle)
         manifest = _read_manifest(bundle)
-        backbone = load_backbone(base_model or manifest["base_model"], device=device, dtype=dtype)
+        backbone = load_backbone(base_model or _recorded_location(manifest["base_model"], bundle), device=device,
+                                 dtype=dtype, trust_remote_code=trust_remote_code)
         _check_fingerprint(backbone, manifest.get("backbone_fingerprint"), bundle)
         if manifest.get("tokenizer"):
             from transformers import AutoTokenizer
 
-            backbone.tokenizer = AutoTokenizer.from_pretrained(str(bundle / manifest["tokenizer"]))
+            backbone.tokenizer = AutoTokenizer.from_pretrained(str(bundle / manifest["tokenizer"]),
+                                                               trust_remote_code=trust_remote_code)
         for name, relative in manifest["adapters"].items():
             load_adapter(backbone, bundle / relative, name)
         set_trainable(backbone, [])
         backbone.model.eval()
-        return cls(backbone, manifest["modalities"], manifest["num_frames"], manifest.get("modality_settings"),
-                   transforms, manifest.get("reference_fingerprint"))
+        return cls(backbone, manifest["modalities"], num_frames or manifest["num_frames"],
+                   manifest.get("modality_settings"), transforms, manifest.get("reference_fingerprint"))
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the bundle (adapters, tokenizer, manifest); an existing bundle there is replaced whole.
@@ -105,7 +131,7 @@ class VLynx:
         tokenizer = self.backbone.tokenizer
         manifest = {
             "format": BUNDLE_FORMAT,
-            "base_model": _portable_source(self.backbone.source),
+            "base_model": _portable_source(self.backbone.source, directory),
             "backbone_fingerprint": self.backbone.fingerprint(),
             "modalities": self.modalities,
             "modality_settings": self.modality_settings,
@@ -135,39 +161,73 @@ class VLynx:
                  timing: dict[str, float] | None = None) -> list[str]:
         """Answers for `requests` ({"video", "question", modality: input, ...}), batched with left padding.
 
-        A modality left out of a request is read from the video (e.g. its audio track).
+        A modality left out of a request is read from the video (e.g. its audio track). A question
+        may hold one `<image>` placeholder to place the media; without one they come first.
+        The model's context (its LLM's `max_position_embeddings`) bounds each request's LLM input,
+        the question's tokens plus the media blocks: a prompt that leaves no room for one answer
+        token is a `VlynxError` naming both counts and the limit; where it leaves fewer than
+        `max_new_tokens`, the answers of its batch are capped to the room left (logged).
+        An empty answer is logged as a warning.
         `timing`, when given, receives seconds spent on media (`media_s`) and generation (`generate_s`).
         """
+        if max_new_tokens < 1:
+            raise VlynxError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        prompts = [self._prompt(number, request, len(requests) > 1) for number, request in enumerate(requests)]
+        context = _context_length(self.backbone)
         answers: list[str] = []
         clock = {"media_s": 0.0, "generate_s": 0.0}
         for start in range(0, len(requests), batch_size):
-            chunk = requests[start:start + batch_size]
+            batch = prompts[start:start + batch_size]
             began = time.perf_counter()
-            prompts, streams = self._prepare(chunk)
+            streams = self._read_media(requests[start:start + batch_size])
             clock["media_s"] += time.perf_counter() - began
             began = time.perf_counter()
-            answers += self._generate(prompts, streams, max_new_tokens)
+            answers += self._generate(batch, streams, self._answer_room(batch, max_new_tokens, context))
             clock["generate_s"] += time.perf_counter() - began
         if timing is not None:
             timing.update(clock)
+        _warn_if_empty(answers)
         return answers
 
-    def _prepare(self, requests: Sequence[Mapping[str, Any]]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
-        known = {"video", "question", *self.modalities}
-        prompts, per_request = [], []
-        for number, request in enumerate(requests):
-            unknown = set(request) - known
-            if unknown:
-                raise VlynxError(f"request {number}: unknown inputs {sorted(unknown)}; this model takes video, "
-                                 f"question{''.join(', ' + m for m in self.modalities)}")
-            if not request.get("video") or not isinstance(request.get("question"), str):
-                raise VlynxError(f"request {number}: needs a 'video' path and a 'question' text")
-            prompts.append(tokenize_question(self.backbone, request["question"]))
-            per_request.append(read_streams(self.backbone, request["video"],
-                                            {m: request.get(m) for m in self.modalities},
-                                            self.transforms, self.num_frames))
-        streams = {key: torch.stack([s[key] for s in per_request]) for key in [VIDEO_STREAM, *self.modalities]}
-        return prompts, streams
+    def _prompt(self, number: int, request: Mapping[str, Any], numbered: bool) -> list[int]:
+        """One request's checked prompt ids (its single image token stands for the media blocks).
+
+        `numbered`: errors name the request (there are several)."""
+        where = f"request {number}: " if numbered else ""
+        unknown = set(request) - {"video", "question", *self.modalities}
+        if unknown:
+            raise VlynxError(f"{where}unknown inputs {sorted(unknown)}; this model takes video, "
+                             f"question{''.join(', ' + m for m in self.modalities)}")
+        if not request.get("video") or not isinstance(request.get("question"), str):
+            raise VlynxError(f"{where}needs a 'video' path and a 'question' text")
+        problem = question_problem(request["question"])
+        if problem:
+            raise VlynxError(f"{where}{problem}")
+        prompt = tokenize_question(self.backbone, request["question"])
+        context = _context_length(self.backbone)
+        text, media = len(prompt) - 1, self._media_tokens()
+        if context is not None and text + media >= context:
+            raise VlynxError(f"{where}prompt is {text + media} tokens (text {text} + media {media}), the model's "
+                             f"context is {context}: shorten the question or use fewer frames")
+        return prompt
+
+    def _media_tokens(self) -> int:
+        """LLM-input tokens of the media blocks: the video's, then one block of the same size per modality."""
+        return (1 + len(self.modalities)) * self.backbone.tokens_per_video(self.num_frames)
+
+    def _answer_room(self, prompts: list[list[int]], max_new_tokens: int, context: int | None) -> int:
+        """`max_new_tokens`, capped so that the batch's longest prompt plus its answer fits the context."""
+        longest = max(len(p) for p in prompts) - 1 + self._media_tokens()
+        if context is None or longest + max_new_tokens <= context:
+            return max_new_tokens
+        log.warning("answers are capped at %d new tokens: a %d-token prompt leaves no more of the model's "
+                    "%d-token context", context - longest, longest, context)
+        return context - longest
+
+    def _read_media(self, requests: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        per_request = [read_streams(self.backbone, request["video"], {m: request.get(m) for m in self.modalities},
+                                    self.transforms, self.num_frames) for request in requests]
+        return {key: torch.stack([s[key] for s in per_request]) for key in [VIDEO_STREAM, *self.modalities]}
 
     @torch.no_grad()
     def _generate(self, prompts: list[list[int]], streams: dict[str, torch.Tensor], max_new_tokens: int) -> list[str]:
@@ -183,6 +243,32 @@ class VLynx:
         )
         # With inputs_embeds only, generate returns just the new tokens.
         return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in output]
+
+
+def question_problem(question: str) -> str | None:
+    """What makes `question` unusable (empty, or more than one `<image>` placeholder), or None."""
+    if not question.strip():
+        return "the question is empty"
+    count = question.count(IMAGE_PLACEHOLDER)
+    if count > 1:
+        return (f"the question has {count} '{IMAGE_PLACEHOLDER}' placeholders; at most one is allowed (it marks "
+                f"where the video goes; without one, the video comes first)")
+    return None
+
+
+def _context_length(backbone: Backbone) -> int | None:
+    """The LLM's context in tokens (its `max_position_embeddings`), or None when the config names none."""
+    config = backbone.model.config
+    return getattr(getattr(config, "text_config", config), "max_position_embeddings", None)
+
+
+def _warn_if_empty(answers: Sequence[str]) -> None:
+    empty = [number for number, answer in enumerate(answers) if not answer]
+    if len(answers) == 1 and empty:
+        log.warning("the model returned an empty answer (only special tokens, or the end of its turn at once)")
+    elif empty:
+        log.warning("the model returned empty answers to %d of %d requests (first: request %d)",
+                    len(empty), len(answers), empty[0])
 
 
 def _default_transform(name: str, settings: Mapping[str, Any]) -> Modality:
@@ -203,9 +289,45 @@ def _stop_ids(backbone: Backbone) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def _portable_source(source: str) -> str:
-    """A local model directory is recorded as an absolute path; presets and hub ids as they are."""
-    return str(Path(source).resolve()) if Path(source).exists() else source
+def _portable_source(source: str, bundle: Path) -> str:
+    """How the manifest records the base model `source` of a bundle saved to `bundle` (module docstring)."""
+    from vlynx.backbones import SHIPPED_CHECKPOINTS, preset_names
+
+    if source in SHIPPED_CHECKPOINTS or source in preset_names() or not Path(source).exists():
+        return source  # a name or a hub id
+    location = Path(source).resolve()
+    package = Path(__file__).resolve().parent
+    for name, folder in SHIPPED_CHECKPOINTS.items():
+        if location == (package / folder).resolve():
+            return name
+    bundle = bundle.resolve()
+    if not location.is_relative_to(bundle.parent):
+        return str(location)
+    relative = Path(os.path.relpath(location, bundle)).as_posix()
+    return relative if relative.startswith("../") else f"./{relative}"
+
+
+def _recorded_location(recorded: str, bundle: Path) -> str:
+    """The base model a manifest records: a `./` or `../` path is relative to the bundle directory."""
+    return str(bundle / recorded) if recorded.startswith(("./", "../")) else recorded
+
+
+def _is_base_model(name_or_path: str | Path) -> bool:
+    """Whether `from_pretrained` got a base model (a name, a hub id, a checkpoint) rather than a bundle."""
+    from vlynx.backbones import SHIPPED_CHECKPOINTS, preset_names
+
+    path, names = Path(name_or_path), [*SHIPPED_CHECKPOINTS, *preset_names()]
+    if (path / BUNDLE_FILE).is_file():
+        return False
+    if str(name_or_path) in names:
+        return True
+    if not path.exists() and "/" not in str(name_or_path):  # neither a local path nor a hub id (org/name)
+        raise VlynxError(f"no such bundle or model directory (a base model is {', '.join(names)}, a hub id "
+                         "org/name or a checkpoint directory)", path)
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise VlynxError(f"not a vlynx bundle (no {BUNDLE_FILE}) nor a model checkpoint (no config.json); "
+                         "`vlynx tune --out DIR` writes a bundle", path)
+    return True
 
 
 def _read_manifest(bundle: Path) -> dict[str, Any]:
