@@ -125,7 +125,7 @@ def bundles(monkeypatch):
 
     loaded = []
 
-    def from_pretrained(path):
+    def from_pretrained(path, **options):
         loaded.append(FakeModel(BUNDLE_ANSWERS[str(path)]))
         return loaded[-1]
 

@@ -83,7 +83,7 @@ def test_eval_resume_with_another_model_is_refused(tmp_path, capsys, monkeypatch
     from tests.test_eval import BUNDLE_ANSWERS, FakeModel
     from vlynx.bundle import VLynx
 
-    monkeypatch.setattr(VLynx, "from_pretrained", lambda path: FakeModel(BUNDLE_ANSWERS[str(path)]))
+    monkeypatch.setattr(VLynx, "from_pretrained", lambda path, **options: FakeModel(BUNDLE_ANSWERS[str(path)]))
     config_file = _eval_files(tmp_path)
     assert main(["eval", "--config", config_file]) == 0
     capsys.readouterr()
@@ -98,7 +98,7 @@ def test_a_second_writer_of_the_same_output_is_refused(tmp_path, capsys, monkeyp
     from tests.test_eval import BUNDLE_ANSWERS, FakeModel
     from vlynx.bundle import VLynx
 
-    monkeypatch.setattr(VLynx, "from_pretrained", lambda path: FakeModel(BUNDLE_ANSWERS[str(path)]))
+    monkeypatch.setattr(VLynx, "from_pretrained", lambda path, **options: FakeModel(BUNDLE_ANSWERS[str(path)]))
     config_file = _eval_files(tmp_path)
     with output_lock(tmp_path / "out"):  # another run is writing this output
         assert main(["eval", "--config", config_file]) == 2

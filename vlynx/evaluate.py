@@ -183,9 +183,6 @@ def run_eval(config: EvalConfig) -> ScoreReport:
     started = time.time()
     config = config.resolved()
     config.check()
-    if config.trust_remote_code:
-        raise VlynxError("trust_remote_code: bundles load their base model without remote code "
-                         "(VLynx.from_pretrained has no such option); leave it false")
     build_items(config.benchmark, config.data, config.media_root)
     out = Path(config.out)
     if (out / PREDICTIONS_FILE).is_file() and not (config.resume or config.overwrite):
@@ -201,7 +198,7 @@ def run_eval(config: EvalConfig) -> ScoreReport:
             from vlynx.bundle import VLynx
         except ImportError as error:
             raise VlynxError(f"cannot load bundles in this installation: {error}") from error
-        model = VLynx.from_pretrained(config.model)
+        model = VLynx.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
         report = evaluate(model, config.benchmark, config.data, out, media_root=config.media_root,
                           batch_size=config.batch_size, meteor=config.meteor)
         save_run(config, out, started, scores=report.metrics, identity=identity)

@@ -245,7 +245,7 @@ class EvalConfig(StageConfig):
     meteor: bool = field(default=True, metadata=flag("skip METEOR (saves a JVM start)", "--no-meteor"))
     resume: bool = field(default=False, metadata=flag("continue the run in OUT: questions already answered are kept"))
     overwrite: bool = field(default=False, metadata=flag("remove OUT and start over"))
-    trust_remote_code: bool = False
+    trust_remote_code: bool = field(default=False, metadata=flag("allow the base model's own code"))
 
     def check(self) -> None:
         super().check()
