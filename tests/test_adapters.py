@@ -134,3 +134,25 @@ def test_reserved_names_cannot_name_a_modality(tiny_backbone, name):
     """`default` too: PEFT saves an adapter of that name without its own subfolder, so a bundle would lose it."""
     with pytest.raises(VlynxError, match="reserved name"):
         add_vision_adapter(tiny_backbone, name)
+
+
+def test_an_adapter_of_another_architecture_is_one_clear_line(tiny_backbone, tmp_path):
+    """Saved on an encoder with a wider MLP: PEFT's 'Error(s) in loading state_dict' is summarised, not cut off."""
+    from transformers import LlavaOnevisionForConditionalGeneration
+
+    from vlynx.adapters import load_adapter, save_adapters
+    from vlynx.backbones import load_backbone, preset_config
+
+    config = preset_config("tiny")
+    config.vision_config.intermediate_size *= 2
+    LlavaOnevisionForConditionalGeneration(config).save_pretrained(tmp_path / "wider")
+    wider = load_backbone(tmp_path / "wider")
+    add_vision_adapter(wider, "audio", LoraSettings(rank=2, alpha=4))
+    save_adapters(wider, tmp_path / "adapters")
+    mlp = tiny_backbone.model.config.vision_config.intermediate_size
+    with pytest.raises(VlynxError) as caught:
+        load_adapter(tiny_backbone, tmp_path / "adapters" / "audio", "audio")
+    message = str(caught.value)
+    assert "adapter 'audio' does not fit this model: 4 weight(s) have other shapes" in message  # fc1/fc2, 2 layers
+    assert f"saved [{2 * mlp}, 2], model [{mlp}, 2]" in message or f"saved [2, {2 * mlp}], model [2, {mlp}]" in message
+    assert "\n" not in message

@@ -219,3 +219,18 @@ def test_eval_cli_checks_settings_and_inputs_before_loading_the_model(tmp_path, 
     assert main(["eval", "--config", config_file, "--set", "benchmark=nope"]) == 2
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
     assert bundles == [] and not (tmp_path / "out").exists()
+
+
+def test_media_fields_the_model_does_not_use_are_left_out_and_said_once(tmp_path, caplog):
+    data, media = _avqa_annotation(tmp_path)
+    entries = json.loads(data.read_text())
+    for index, entry in enumerate(entries):
+        (media / f"d{index}").mkdir()
+        entry["depth"] = f"d{index}"  # a field an audio-only model has no adapter for
+    data.write_text(json.dumps(entries))
+    model = FakeModel({"the dog?": "B", "the car?": "A", "the bell?": "D"})
+    model.modalities = ["audio"]
+    report = evaluate(model, "avqa", data, tmp_path / "out", media_root=media, batch_size=2)
+    assert report.metrics["Accuracy"] == 100.0
+    assert all("depth" not in request for request in model.requests) and len(model.requests) == 3
+    assert caplog.text.count("ignoring the annotation's depth field(s)") == 1

@@ -186,8 +186,7 @@ def load_adapter(backbone: Backbone, directory: str | Path, name: str) -> None:
         else:
             backbone.peft_model.load_adapter(str(directory), adapter_name=name)
     except (OSError, ValueError, KeyError, RuntimeError) as error:
-        raise VlynxError(f"cannot load adapter '{name}' ({error.__class__.__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})", directory) from error
+        raise VlynxError(_load_problem(name, error), directory) from error
     if name not in adapter_names(backbone):
         raise VlynxError(f"adapter '{name}' matched no layer of this model (saved for another architecture?)",
                          directory)
@@ -200,6 +199,21 @@ def load_adapter(backbone: Backbone, directory: str | Path, name: str) -> None:
         if name in layer.lora_A:
             for parameter in _adapter_parameters(layer, name):
                 parameter.requires_grad = False
+
+
+def _load_problem(name: str, error: Exception) -> str:
+    """One line for why PEFT could not load an adapter; shape mismatches summarised, not cut off."""
+    import re
+
+    text = str(error)
+    mismatches = re.findall(r"size mismatch for (\S+): copying a param with shape torch\.Size\((\[[^]]*\])\) from "
+                            r"checkpoint, the shape in current model is torch\.Size\((\[[^]]*\])\)", text)
+    if mismatches:
+        weight, saved, current = mismatches[0]
+        return (f"adapter '{name}' does not fit this model: {len(mismatches)} weight(s) have other shapes (first: "
+                f"{weight} saved {saved}, model {current}); it was trained for another base model")
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return f"cannot load adapter '{name}' ({error.__class__.__name__}: {first})"
 
 
 def save_adapters(backbone: Backbone, directory: str | Path, names: Sequence[str] | None = None) -> None:

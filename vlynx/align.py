@@ -60,7 +60,7 @@ def alignment_inputs(spec: str | Path, modality: str, media_root: str | Path | N
     In an annotation file each entry's `modality` field is used, else its `video` (audio comes
     from a video's own track); a folder lists audio/video files, or sub-folders for depth scenes.
     """
-    from vlynx.inputs import AUDIO_SUFFIXES, VIDEO_SUFFIXES, list_media, read_annotations
+    from vlynx.inputs import AUDIO_SUFFIXES, VIDEO_SUFFIXES, list_media, read_annotations, require_existing
 
     spec = Path(spec)
     if spec.suffix in (".json", ".jsonl") and spec.is_file():
@@ -72,7 +72,7 @@ def alignment_inputs(spec: str | Path, modality: str, media_root: str | Path | N
         paths = list_media(spec, field=modality, suffixes=suffixes, media_root=media_root)
     if not paths:
         raise VlynxError(f"no {modality} inputs found", spec)
-    return paths
+    return require_existing(paths, spec)
 
 
 class ModalityFrames(torch.utils.data.Dataset):

@@ -157,10 +157,11 @@ def evaluate(model: Generator, benchmark: str, data: str | Path, out_dir: str | 
     if predictions:
         log.info("resuming: %d of %d questions already answered", len(items) - len(pending), len(items))
 
+    consumed = _consumed_fields(model, pending)
     batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
     with predictions_path.open("a", encoding="utf-8") as file:
         for batch in progress(batches, desc=f"eval {benchmark}", total=len(batches), unit="batch"):
-            answers = model.generate([dict(item.request) for item in batch])
+            answers = model.generate([{k: v for k, v in item.request.items() if k in consumed} for item in batch])
             if len(answers) != len(batch):
                 raise RuntimeError(f"model returned {len(answers)} answers for {len(batch)} requests")
             for item, answer in zip(batch, answers):
@@ -174,6 +175,23 @@ def evaluate(model: Generator, benchmark: str, data: str | Path, out_dir: str | 
     write_text_atomic(out_dir / "results.json", report.to_json() + "\n")
     write_text_atomic(out_dir / "results.md", report.to_markdown())
     return report
+
+
+def _consumed_fields(model: Generator, items: list[EvalItem]) -> set[str]:
+    """The request fields `model` reads: the question, the video and its modalities (all, when it does not say).
+
+    A media field of the annotation that the model has no adapter for (e.g. `depth` for an
+    audio bundle) is left out, and said once.
+    """
+    fields = {key for item in items for key in item.request}
+    modalities = getattr(model, "modalities", None)
+    if modalities is None:
+        return fields
+    consumed = {"question", "video", *modalities}
+    ignored = sorted(fields - consumed)
+    if ignored:
+        log.warning("ignoring the annotation's %s field(s): the model does not use them", ", ".join(ignored))
+    return consumed
 
 
 def run_eval(config: EvalConfig) -> ScoreReport:

@@ -87,3 +87,15 @@ def list_media(spec: str | Path, field: str = "video", suffixes: set[str] | None
         lines = spec.read_text(encoding="utf-8").splitlines()
         names = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     return [p if p.is_absolute() else root / p for p in map(Path, names)]
+
+
+def require_existing(paths: list[Path], listed_in: str | Path) -> list[Path]:
+    """`paths` when every one exists; else a `VlynxError` naming how many are missing and the first few.
+
+    A path that does not exist is a typo or a wrong --media-root, not a bad video to skip.
+    """
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise VlynxError(f"{len(missing)} of {len(paths)} listed files do not exist (check the list or "
+                         f"--media-root), e.g. {', '.join(missing[:3])}", listed_in)
+    return paths

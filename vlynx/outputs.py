@@ -49,7 +49,8 @@ def prepare_output(out: Path, checkpoints: Path, *, resume: bool, overwrite: boo
     """
     if resume and overwrite:
         raise VlynxError("--resume continues the earlier run and --overwrite discards it: choose one")
-    has_checkpoints = checkpoints.is_dir() and any(checkpoints.iterdir())
+    # the identity alone is what a run that stopped before its first checkpoint leaves
+    has_checkpoints = checkpoints.is_dir() and any(p.name != IDENTITY_FILE for p in checkpoints.iterdir())
     if overwrite:
         for path in (out, checkpoints):
             if path.is_dir():

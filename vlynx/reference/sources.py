@@ -20,9 +20,9 @@ def video_sources(specs: Sequence[str | Path], names: Sequence[str] | None = Non
     """One `VideoSource` per spec (DIR | LIST.txt | ANNOT.json[l], see `vlynx.inputs.list_media`).
 
     `names` default to each spec's file or folder name (without suffix); they must be unique.
-    Raises `VlynxError` for a spec that is missing or lists no videos.
+    Raises `VlynxError` for a spec that is missing, lists no videos or lists files that do not exist.
     """
-    from vlynx.inputs import list_media
+    from vlynx.inputs import list_media, require_existing
 
     names = list(names) if names else []
     if names and len(names) != len(specs):
@@ -30,7 +30,7 @@ def video_sources(specs: Sequence[str | Path], names: Sequence[str] | None = Non
     result = []
     for index, spec in enumerate(specs):
         name = names[index] if names else (Path(spec).stem or Path(spec).name)
-        videos = tuple(list_media(spec))
+        videos = tuple(require_existing(list_media(spec), spec))
         if not videos:
             raise VlynxError("lists no videos", spec)
         result.append(VideoSource(name, videos))
