@@ -134,3 +134,16 @@ def test_a_checkpoint_torn_while_saving_is_passed_over(tmp_path, caplog):
     shutil.rmtree(tmp_path / "checkpoint-2")
     with pytest.raises(VlynxError, match="no complete checkpoint to resume from: pass --overwrite"):
         last_checkpoint(tmp_path)
+
+
+def test_a_typo_in_a_video_list_is_an_error_not_a_smaller_reference(tmp_path, capsys):
+    from tests.test_reference import write_videos
+
+    write_videos(tmp_path / "videos", 2, seed=3)
+    listing = tmp_path / "list.txt"
+    listing.write_text("videos/video0.mp4\nvideos/video1.mp4\nvideos/vide2.mp4\n")
+    code = main(["reference", "--model", "tiny", "--videos", str(listing), "--frames", "2",
+                 "--out", str(tmp_path / "ref.safetensors")])
+    error = capsys.readouterr().err
+    assert code == 2 and "1 of 3 listed files do not exist" in error and "vide2.mp4" in error
+    assert not (tmp_path / "ref.safetensors").exists()
