@@ -163,3 +163,29 @@ def test_bad_settings():
         get_modality("audio", f_max=9000.0)
     with pytest.raises(VlynxError, match="timestamps"):
         get_modality("audio").frames("unused.wav", 2, timestamps=np.array([1.0]))
+
+
+def test_padding_is_the_share_of_each_window_outside_the_recording(tmp_path):
+    path = tmp_path / "three_seconds.wav"
+    soundfile.write(path, tone_between(0.0, 3.0, 3.0), SR)
+    audio = get_modality("audio")  # 2 s windows over a 0..3 s recording
+    # Centres 0.5 / 1.5 / 2.9 / 5 s: windows -0.5..1.5 (0.5 s before the start), 0.5..2.5 (inside),
+    # 1.9..3.9 (0.9 s past the end), 4..6 (all past the end).
+    shares = audio.padding(path, 4, timestamps=np.array([0.5, 1.5, 2.9, 5.0]))
+    np.testing.assert_allclose(shares, [0.25, 0.0, 0.45, 1.0], atol=1e-12)
+    # Without timestamps the centres are 0.375, 1.125, 1.875, 2.625 s: 0.625 s before the start, inside,
+    # inside, 0.625 s past the end.
+    np.testing.assert_allclose(audio.padding(path, 4), [0.3125, 0.0, 0.0, 0.3125], atol=1e-12)
+    clip = AudioClip(tone_between(0.0, 1.0, 1.0), SR, start=2.0)  # a track that starts at 2 s on its clock
+    assert audio.outside_recording(clip, 2.5) == pytest.approx((0.5, 0.5))
+    # What padding reports is what the image shows: the window past the end is the log-mel of silence.
+    mel = get_modality("audio", time_steps=201).window_log_mel(AudioClip(tone_between(0.0, 3.0, 3.0), SR), 2.9)
+    assert np.all(mel[:, -80:] == np.log(1e-6)) and np.all(mel[:, :100].max(axis=0) > np.log(1e-6))
+
+
+def test_modalities_that_never_fill_in_report_no_padding(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_video(path, np.zeros((8, 16, 16, 3), np.uint8), fps=4)
+    np.testing.assert_array_equal(get_modality("egocentric").padding(path, 3), np.zeros(3))
+    with pytest.raises(VlynxError, match="timestamps"):
+        get_modality("hfr").padding(path, 2, timestamps=np.array([1.0]))

@@ -94,3 +94,53 @@ def test_bad_settings_and_names(tmp_path, capsys):
     assert "unknown modality 'sonar'" in capsys.readouterr().err
     assert cli.main(["preview", "-m", "audio", "x", "-o", str(tmp_path / "x.png"), "--set", "nmels"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
+
+
+def test_preview_states_which_audio_frames_are_padded_with_silence(tmp_path, caplog):
+    audio = tmp_path / "two_seconds.wav"
+    soundfile.write(audio, np.full(32_000, 0.1, np.float32), 16_000)
+    with caplog.at_level("INFO", logger="vlynx"):
+        assert cli.main(["preview", "-m", "audio", str(audio), "-o", str(tmp_path / "a.png"), "-n", "4", "--raw"]) == 0
+    # 2 s windows centred at 0.25, 0.75, 1.25, 1.75 s over a 0..2 s recording: 0.75, 0.25, 0.25, 0.75 s outside.
+    assert ("two_seconds.wav: padding in 4 of 4 frames (window outside the recording, drawn as silence): "
+            "frame 0 37.5%, frame 1 12.5%, frame 2 12.5%, frame 3 37.5%") in caplog.text
+    caplog.clear()
+    video = tmp_path / "video.mp4"
+    write_video(video, np.zeros((8, 32, 32, 3), np.uint8), fps=4)
+    with caplog.at_level("INFO", logger="vlynx"):
+        assert cli.main(["preview", "-m", "hfr", str(video), "-o", str(tmp_path / "v.png"), "-n", "1", "--raw"]) == 0
+    assert "wrote" in caplog.text and "padding" not in caplog.text
+
+
+def truncated_fast_start_mp4(tmp_path):
+    """16 frames at 4 fps with the moov atom (and its 4 s) first, cut after the data of frame 10."""
+    import av
+
+    complete = tmp_path / "complete.mp4"
+    with av.open(str(complete), "w", format="mp4", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=4)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        stream.options = {"x264-params": "bframes=0"}
+        for level in range(16):
+            image = np.full((32, 32, 3), 15 * level, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    with av.open(str(complete)) as container:
+        offsets = [packet.pos for packet in container.demux(video=0) if packet.size]
+    path = tmp_path / "trunc.mp4"
+    path.write_bytes(complete.read_bytes()[:offsets[11]])
+    return path
+
+
+def test_truncated_fast_start_video_is_refused_with_its_path(tmp_path, capsys):
+    path = truncated_fast_start_mp4(tmp_path)
+    audio = tmp_path / "tone.wav"
+    soundfile.write(audio, np.full(64_000, 0.1, np.float32), 16_000)
+    for argv in (["-m", "hfr", str(path)], ["-m", "egocentric", str(path), "-n", "4"],
+                 ["-m", "audio", str(audio), "--align-to", str(path)]):
+        code = cli.main(["preview", *argv, "-o", str(tmp_path / "x.png"), "--raw"])
+        err = capsys.readouterr().err
+        assert code == 2, argv
+        assert err.startswith("vlynx preview: error: ") and err.count("\n") == 1, err
+        assert "trunc.mp4: video ends early: the header says 4.00 s (16 frames) but the file holds only 11" in err
+    assert not (tmp_path / "x.png").exists()

@@ -11,7 +11,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="write a contact sheet of what the encoder sees for a modality input",
         description="Turn INPUT into the modality's pseudo-video frames, pass them through the backbone's own "
         "preprocessing (resize to the encoder's size), and write them as one PNG, frame 0 top-left, row by row. "
-        "Depth with normals shows each depth image followed by its normals image.",
+        "Depth with normals shows each depth image followed by its normals image. Frames that are partly "
+        "filled in rather than taken from INPUT (audio windows reaching past the recording, drawn as silence) "
+        "are listed with how much.",
     )
     parser.add_argument("input", metavar="INPUT", help="the modality's input (audio/video file, depth scene folder)")
     parser.add_argument("--modality", "-m", required=True, help="modality name (see `vlynx modalities`)")
@@ -67,4 +69,9 @@ def run(args: argparse.Namespace) -> int:
     columns = 2 * modality.images_per_frame if modality.images_per_frame > 1 else None
     path = write_png(args.out, contact_sheet(frames, columns=columns))
     log.info("wrote %s: %d image(s) of %dx%d from %s", path, len(frames), frames.shape[2], frames.shape[1], args.input)
+    padding = modality.padding(args.input, args.frames, timestamps)
+    padded = [f"frame {i} {share:.1%}" for i, share in enumerate(padding) if share > 1e-9]
+    if padded:
+        log.info("%s: padding in %d of %d frames (%s): %s", args.input, len(padded), len(padding),
+                 modality.padding_note, ", ".join(padded))
     return 0

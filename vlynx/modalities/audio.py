@@ -7,6 +7,12 @@ number is a setting, so a tiny encoder can use fewer bands and shorter windows.
 
 Image layout: rows are mel bands with the lowest band at the bottom (as spectrograms
 are drawn), columns are time steps left to right; frame shape (n_mels, time_steps, 3).
+
+Past the end of the recording (and before its start) a window hears silence. This is
+deliberate: the window of the last video frame reaches up to window_s / 2 past the end
+of a complete recording, so refusing such windows would refuse every clip. The
+silence never replaces decoded audio. `AudioModality.padding` gives the share of each
+window that lies outside the recording, and `vlynx preview` prints it per frame.
 """
 from __future__ import annotations
 
@@ -92,6 +98,7 @@ class AudioModality(Modality):
     name = "audio"
     description = "log-mel spectrogram per video frame (2 s window centred on its time); audio file or a video's track"
     Settings = AudioSettings
+    padding_note = "window outside the recording, drawn as silence"
 
     def frames(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None) -> np.ndarray:
         """uint8 (num_frames, n_mels, time_steps, 3) spectrogram images of `source`'s audio.
@@ -103,9 +110,29 @@ class AudioModality(Modality):
         clip = read_audio(source, self.settings.sample_rate)
         if not np.any(clip.samples):
             log.warning("%s: audio is silent (all samples are zero)", source)
-        if timestamps is None:  # same centres as uniform video sampling: (i + 0.5) * T / F
-            timestamps = clip.start + (np.arange(num_frames) + 0.5) * clip.duration / num_frames
-        return np.stack([self.window_image(clip, t, source) for t in timestamps])
+        return np.stack([self.window_image(clip, t, source) for t in self.centres(clip, num_frames, timestamps)])
+
+    def padding(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None) -> np.ndarray:
+        """float64 (num_frames,): the share of each frame's window outside the recording, drawn as silence."""
+        timestamps = check_frame_request(num_frames, timestamps)
+        clip = read_audio(source, self.settings.sample_rate)
+        outside = [sum(self.outside_recording(clip, t)) for t in self.centres(clip, num_frames, timestamps)]
+        return np.asarray(outside, dtype=np.float64) / self.settings.window_s
+
+    @staticmethod
+    def centres(clip: AudioClip, num_frames: int, timestamps: np.ndarray | None) -> np.ndarray:
+        """Window centres in seconds: `timestamps`, or the centres uniform video sampling uses, (i + 0.5) * T / F."""
+        if timestamps is not None:
+            return np.asarray(timestamps, dtype=np.float64)
+        return clip.start + (np.arange(num_frames) + 0.5) * clip.duration / num_frames
+
+    def outside_recording(self, clip: AudioClip, centre: float) -> tuple[float, float]:
+        """Seconds of the window centred at `centre` before the recording starts and after it ends."""
+        low, high = centre - self.settings.window_s / 2, centre + self.settings.window_s / 2
+        end = clip.start + clip.duration
+        before = min(max(clip.start - low, 0.0), high - low)
+        after = min(max(high - end, 0.0), high - low)
+        return before, after
 
     def window_image(self, clip: AudioClip, centre: float, source: str | Path = "") -> np.ndarray:
         """The uint8 (n_mels, time_steps, 3) image of the window centred at `centre` seconds."""
@@ -128,8 +155,9 @@ class AudioModality(Modality):
 
         STFT column k is centred at centre - window_s/2 + k*hop/sample_rate (columns at both
         window edges included). Samples before the clip's start or after its end are zeros
-        (silence), and columns added to reach time_steps are the log-mel of silence; both
-        sit only beyond the recording, never in place of decoded audio.
+        (silence; `outside_recording` says how many seconds). Columns added to reach
+        time_steps lie outside the window and are the log-mel of silence. Neither kind of
+        filler ever replaces decoded audio.
         """
         s = self.settings
         if clip.sample_rate != s.sample_rate:

@@ -21,11 +21,17 @@ class Modality(ABC):
     `images_per_frame` says how many consecutive images `frames` returns per requested
     frame (depth with normals returns 2: [depth_0, normals_0, depth_1, normals_1, ...]);
     callers average the tokens of each group of that many images.
+
+    Frames show the input. Where a modality must draw something the input does not
+    hold (an audio window reaching past the end of the recording is drawn as silence),
+    `padding` says how much and `padding_note` says what it is; `vlynx preview` prints
+    both.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     Settings: ClassVar[type | None] = None
+    padding_note: ClassVar[str] = "filled in, not taken from the input"
 
     def __init__(self, **settings: Any) -> None:
         if self.Settings is None:
@@ -52,6 +58,15 @@ class Modality(ABC):
         `timestamps` (seconds, e.g. `VideoClip.timestamps` of the paired video) asks for
         frames aligned in time with those video frames; modalities without a clock ignore it.
         """
+
+    def padding(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None) -> np.ndarray:
+        """The share of each requested frame that `frames` fills in rather than takes from `source`.
+
+        Returns float64 (num_frames,) in [0, 1], for the same arguments as `frames`. The
+        default is all zeros, for modalities that never fill anything in.
+        """
+        check_frame_request(num_frames, timestamps)
+        return np.zeros(int(num_frames))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})" if self.settings is not None else type(self).__name__
