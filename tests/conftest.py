@@ -46,3 +46,14 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+@pytest.fixture(autouse=True)
+def _vlynx_log_level_per_test():
+    """`vlynx.cli.main` sets the vlynx logger's level (-q, --debug); no test inherits another's."""
+    import logging
+
+    logger = logging.getLogger("vlynx")
+    level = logger.level
+    yield
+    logger.setLevel(level)

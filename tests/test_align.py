@@ -234,3 +234,17 @@ def test_quiet_run_prints_one_line(world, tmp_path, capsys):
     assert code == 0
     assert captured.out.strip().splitlines() == [captured.out.strip()] and captured.out.startswith(f"wrote {out}")
     assert "{'loss'" not in captured.out + captured.err
+
+
+def test_progress_is_one_labelled_bar_and_no_log_dicts(world, tmp_path, capsys):
+    from vlynx.cli import main
+
+    out = tmp_path / "loud"
+    code = main(["align", "--model", str(world["checkpoint"]), "--modality", MODALITY, "--data", str(world["inputs"]),
+                 "--reference", str(world["reference"]), "--out", str(out), "--max-steps", "3", "--lora-rank", "4",
+                 "--set", "logging_steps=1"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.out.strip().splitlines() == [captured.out.strip()] and captured.out.startswith(f"wrote {out}")
+    assert "{'loss'" not in captured.out + captured.err
+    assert f"align {MODALITY}: 100%" in captured.err and "3/3" in captured.err and "loss=" in captured.err

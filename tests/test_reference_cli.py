@@ -156,7 +156,7 @@ def test_checkpoints_are_refused_without_resume_and_resumed_with_it(job, tmp_pat
     monkeypatch.setattr(compute_module, "read_video", interrupted_read)
     assert reference(*flags) == 130
     assert (checkpoints / "rank0-of-1.safetensors").is_file() and not out.exists()
-    capsys.readouterr()
+    assert "interrupted; progress saved: rerun the same command with --resume" in capsys.readouterr().err
 
     reads.clear()
     monkeypatch.setattr(compute_module, "read_video", lambda path, n: reads.append(path) or read_video(path, n))

@@ -32,7 +32,7 @@ from vlynx.losses import AlignmentLossSettings, alignment_losses
 from vlynx.outputs import checkpoint_dir_for, claim_output, record_identity, run_identity, save_run
 from vlynx.progress import log
 from vlynx.stage_configs import AlignConfig
-from vlynx.training import last_checkpoint, quiet_when_asked, train, training_arguments
+from vlynx.training import last_checkpoint, show_progress, train, training_arguments
 
 CHECKPOINT_WEIGHTS = "alignment_lora.safetensors"
 
@@ -230,7 +230,7 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
         dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
         model = AlignmentModel(backbone, config.modality, reference, settings, modality.images_per_frame)
         trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, callbacks=list(callbacks))
-        quiet_when_asked(trainer)
+        show_progress(trainer, f"align {config.modality}")
         log.info("aligning '%s' on %d inputs x %d frames; reference %s", config.modality, len(dataset), frames,
                  config.reference)
         train(trainer, last_checkpoint(checkpoints) if resume else None)

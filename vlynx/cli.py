@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs.command_line = ["vlynx", *(sys.argv[1:] if argv is None else argv)]
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("vlynx").setLevel(level)  # also when logging was configured before (a host program, pytest)
     for noisy in ("transformers", "peft", "accelerate"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     if args.quiet:  # also the Hugging Face libraries' own progress bars (weight loading, ...)
@@ -81,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vlynx {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"vlynx {args.command}: interrupted", file=sys.stderr)
+        # a stage's checkpoints (or eval's answers) stay: the same command with --resume continues
+        resumable = args.command in ("reference", "align", "tune", "eval")
+        hint = "; progress saved: rerun the same command with --resume to continue" if resumable else ""
+        print(f"vlynx {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
     finally:
         close_process_group()

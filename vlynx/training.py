@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from transformers import TrainerCallback
 
 from vlynx.errors import VlynxError
 from vlynx.progress import log
@@ -92,9 +93,52 @@ def train(trainer, checkpoint: str | None) -> None:
     trainer.train(resume_from_checkpoint=checkpoint)
 
 
-def quiet_when_asked(trainer) -> None:
-    """With progress hidden (`-q`), HF Trainer would print every log dict instead: drop that printer."""
-    from transformers.trainer_callback import PrinterCallback
+def show_progress(trainer, label: str) -> None:
+    """One progress bar labelled `label` with the latest losses on it; no log dicts printed to stdout.
 
-    if not log.isEnabledFor(20):
-        trainer.remove_callback(PrinterCallback)
+    HF Trainer prints every log dict (its progress callback writes them under the bar, its
+    printer callback without one, with `-q`). The losses stay in the log at debug level, in
+    the checkpoints' trainer_state.json and in the run record.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if log.isEnabledFor(20):
+        trainer.add_callback(_LabelledProgress(label))
+    else:
+        trainer.add_callback(_LossLog())
+
+
+class _LossLog(TrainerCallback):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            log.debug("step %d: %s", state.global_step, {k: v for k, v in logs.items() if k != "total_flos"})
+
+
+class _LabelledProgress(_LossLog):
+    def __init__(self, label: str) -> None:
+        self.label, self.bar, self.step = label, None, 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from tqdm.auto import tqdm
+
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.label, unit="step",
+                            dynamic_ncols=True)
+            self.step = state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.step)
+            self.step = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        super().on_log(args, state, control, logs=logs, **kwargs)
+        if self.bar is not None and logs:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if k.startswith("loss")})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -56,7 +56,7 @@ from vlynx.outputs import (
     save_run,
 )
 from vlynx.stage_configs import TuneConfig
-from vlynx.training import last_checkpoint, quiet_when_asked, train, training_arguments
+from vlynx.training import last_checkpoint, show_progress, train, training_arguments
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -122,7 +122,7 @@ def run_tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = Non
         trainer = InstructionTrainer(backbone, config.modalities, group, trained, config.train_vision_adapter,
                                      model=backbone.peft_model, args=args, train_dataset=dataset,
                                      data_collator=Collator(backbone.pad_token_id))
-        quiet_when_asked(trainer)
+        show_progress(trainer, "tune")
         train(trainer, last_checkpoint(checkpoints) if resume else None)
         losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
 
