@@ -156,3 +156,12 @@ def test_streaming_capture_hands_each_layer_to_the_callback(tiny_backbone):
     for layer, (queries, keys, values) in seen.items():
         assert torch.equal(queries, stored.queries[layer])
         assert torch.equal(keys, stored.keys[layer]) and torch.equal(values, stored.values[layer])
+
+
+def test_a_random_preset_has_one_encoder_whether_or_not_its_llm_is_built():
+    """`reference` loads the whole tiny preset, `align` only its encoder: their statistics must fit each other."""
+    full, encoder_only = load_backbone("tiny", seed=3), load_backbone("tiny", seed=3, language_model=False)
+    assert encoder_only.fingerprint() == full.fingerprint()
+    pixels = torch.randn(1, 2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(encoder_only.encode_frames(pixels), full.encode_frames(pixels))
+    assert not torch.equal(load_backbone("tiny", seed=4).encode_frames(pixels), full.encode_frames(pixels))

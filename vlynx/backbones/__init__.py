@@ -122,26 +122,55 @@ def load_backbone(
     else:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32).to(device)
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype or torch.float32)
+        # The encoder and projector of a random preset are the ones an encoder-only load gets,
+        # so statistics of one (`vlynx reference`) stay valid for the other (`vlynx align`).
+        vision = _stand_in_llm_model(config, seed, dtype)
+        llm = _llm_prefixes(cls, source, model)
+        model.load_state_dict({k: v for k, v in vision.state_dict().items()
+                               if not any(k.startswith(prefix) for prefix in llm)}, strict=False)
+        model = model.to(device)
     model.eval()
     return cls(model, tokenizer, source)
 
 
-def _load_without_language_model(cls, source, config, pretrained, device, dtype, seed, trust_remote_code):
-    """The model with a zero-layer, one-word stand-in LLM while loading, then the real LLM on meta."""
+def _stand_in_llm_config(config):
+    """`config` with a zero-layer, one-word LLM: loads the encoder and projector without the LLM's memory."""
     import copy
-
-    from transformers import AutoModelForImageTextToText
 
     small = copy.deepcopy(config)
     small.text_config.num_hidden_layers, small.text_config.vocab_size = 0, 1
     small.text_config.pad_token_id = None
     if hasattr(small.text_config, "layer_types"):
         small.text_config.layer_types = []
+    return small
+
+
+def _stand_in_llm_model(config, seed: int, dtype: torch.dtype | None):
+    """The model with the stand-in LLM, randomly initialised from `seed`."""
+    from transformers import AutoModelForImageTextToText
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AutoModelForImageTextToText.from_config(_stand_in_llm_config(config), dtype=dtype or torch.float32)
+
+
+def _llm_prefixes(cls, source: str, model) -> set[str]:
+    """State-dict prefixes of the LLM and the output head of `model`."""
+    backbone = cls(model, None, source)
+    return {f"{n}." for n, m in model.named_modules()
+            if m is backbone.language_model or m is model.get_output_embeddings()}
+
+
+def _load_without_language_model(cls, source, config, pretrained, device, dtype, seed, trust_remote_code):
+    """The model with a zero-layer, one-word stand-in LLM while loading, then the real LLM on meta."""
+    from transformers import AutoModelForImageTextToText
+
     if pretrained:
         # LLM tensors of the checkpoint have other shapes or no place here: transformers skips them unread.
         from transformers.utils import logging as hf_logging
 
+        small = _stand_in_llm_config(config)
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # the skipped LLM tensors are expected, not worth a report
         try:
@@ -150,18 +179,15 @@ def _load_without_language_model(cls, source, config, pretrained, device, dtype,
                 ignore_mismatched_sizes=True, output_loading_info=True)
         finally:
             hf_logging.set_verbosity(verbosity)
-        backbone = cls(model, None, source)
-        llm_names = {f"{n}." for n, m in model.named_modules() if m is backbone.language_model
-                     or m is model.get_output_embeddings()}
+        llm_names = _llm_prefixes(cls, source, model)
         missing = [k for k in [*info["missing_keys"], *(m[0] if isinstance(m, tuple) else m
                                                        for m in info["mismatched_keys"])]
                    if not any(k.startswith(prefix) for prefix in llm_names)]
         if missing:
             raise VlynxError(f"checkpoint lacks encoder/projector weights: {', '.join(sorted(missing)[:5])}", source)
     else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = AutoModelForImageTextToText.from_config(small, dtype=dtype or torch.float32)
+        model = _stand_in_llm_model(config, seed, dtype)
+    small = model.config
     model = model.to(device)
     with torch.device("meta"):
         full = AutoModelForImageTextToText.from_config(config, dtype=model.dtype, trust_remote_code=trust_remote_code)
