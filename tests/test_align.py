@@ -80,6 +80,12 @@ def test_alignment_lowers_loss_writes_peft_adapter_and_keeps_video_path(world, t
     assert record["results"]["reference"]["fingerprint"] == load_backbone(world["checkpoint"], language_model=False).fingerprint()
     assert AlignConfig.from_file(out / "vlynx_config.yaml") == _config(world, out, max_steps=30)
     assert not any(p.name.startswith(".adapter") for p in tmp_path.iterdir())  # no staging leftovers
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777, (out / "adapter_model.safetensors").stat().st_mode & 0o777) == (
+        0o777 & ~umask, 0o666 & ~umask)  # ordinary permissions, not safetensors' private 0600
 
     # Loss went down: the same batch evaluated with the initial (zero) and the trained adapter.
     from vlynx.align import AlignmentModel, ModalityFrames, alignment_inputs, loss_settings

@@ -21,6 +21,7 @@ from torch import nn
 
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
+from vlynx.files import ordinary_permissions
 from vlynx.stage_configs import RESERVED_NAMES, TuneConfig, llm_alpha_for, vision_alpha_for
 
 LLM_ADAPTER = "llm"
@@ -222,6 +223,7 @@ def save_adapters(backbone: Backbone, directory: str | Path, names: Sequence[str
         raise VlynxError("the model has no adapters to save")
     names = list(names) if names is not None else adapter_names(backbone)
     backbone.peft_model.save_pretrained(str(directory), selected_adapters=names)
+    ordinary_permissions(directory)
 
 
 def _lora_layers(module: nn.Module) -> list[nn.Module]:

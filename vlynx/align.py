@@ -251,7 +251,7 @@ def _final_losses(history: list[dict[str, Any]]) -> dict[str, float]:
 def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final: dict[str, float],
                   steps: int, frames: int, started: float, identity: dict[str, Any]) -> None:
     """The PEFT adapter, the resolved config and the run record, all replacing `config.out` at once."""
-    from vlynx.files import atomic_directory
+    from vlynx.files import atomic_directory, ordinary_permissions
 
     with atomic_directory(config.out) as staging:
         backbone.peft_model.save_pretrained(str(staging), selected_adapters=[config.modality])
@@ -261,6 +261,7 @@ def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final
             for item in nested.iterdir():
                 os.replace(item, staging / item.name)
             nested.rmdir()
+        ordinary_permissions(staging)
         reference_record = {"path": str(config.reference), "fingerprint": reference.fingerprint,
                             "frames_per_video": reference.frames_per_video, "counts": reference.counts}
         save_run(config, staging, started, adapter_name=config.modality, frames=frames, steps=steps,

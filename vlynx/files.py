@@ -70,3 +70,15 @@ def _swap_in(staging: Path, path: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
     else:
         aside.unlink()
+
+
+def ordinary_permissions(path: str | Path) -> None:
+    """Give the safetensors files at or below `path` the permissions of any new file (0o666 less the umask).
+
+    safetensors writes through a private (0o600) temporary file, which others could not read.
+    """
+    path = Path(path)
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in [path] if path.is_file() else path.rglob("*.safetensors"):
+        os.chmod(file, 0o666 & ~umask)

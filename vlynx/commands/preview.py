@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         help="backbone whose preprocessing to apply: preset, hub id or checkpoint dir "
                         "(default llava-onevision-0.5b; only its config is read)")
     parser.add_argument("--raw", action="store_true", help="show the modality's frames before the backbone's resize")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
     parser.set_defaults(handler=run)
 
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.raw:
         from vlynx.backbones import load_backbone
 
-        frames = encoder_view(frames, load_backbone(args.model, empty=True))
+        frames = encoder_view(frames, load_backbone(args.model, empty=True, trust_remote_code=args.trust_remote_code))
     columns = 2 * modality.images_per_frame if modality.images_per_frame > 1 else None
     path = write_png(args.out, contact_sheet(frames, columns=columns))
     log.info("wrote %s: %d image(s) of %dx%d from %s", path, len(frames), frames.shape[2], frames.shape[1], args.input)

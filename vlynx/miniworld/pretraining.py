@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from vlynx.errors import VlynxError
-from vlynx.files import atomic_directory
+from vlynx.files import atomic_directory, ordinary_permissions
 from vlynx.progress import log, progress
 
 IGNORE_INDEX = -100
@@ -258,6 +258,7 @@ def save_checkpoint(backbone, out: Path, record: dict[str, Any]) -> None:
     _check_replaceable(out)
     with atomic_directory(out) as staging:
         backbone.model.save_pretrained(staging)
+        ordinary_permissions(staging)
         backbone.tokenizer.save_pretrained(staging)
         (staging / "pretrain.json").write_text(json.dumps(record, indent=1) + "\n")
 

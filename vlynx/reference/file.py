@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import torch
 
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
-from vlynx.files import atomic_path
+from vlynx.files import atomic_path, ordinary_permissions
 from vlynx.fingerprints import fingerprint_differences
 
 FORMAT = "vlynx-reference"
@@ -138,7 +137,5 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metada
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors writes via a private (0600) temp file
+        ordinary_permissions(tmp)
     return path
