@@ -104,6 +104,13 @@ def test_preview_states_which_audio_frames_are_padded_with_silence(tmp_path, cap
     # 2 s windows centred at 0.25, 0.75, 1.25, 1.75 s over a 0..2 s recording: 0.75, 0.25, 0.25, 0.75 s outside.
     assert ("two_seconds.wav: padding in 4 of 4 frames (window outside the recording, drawn as silence): "
             "frame 0 37.5%, frame 1 12.5%, frame 2 12.5%, frame 3 37.5%") in caplog.text
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(tmp_path / "a.png"))
+    tile = 2 * 2 + 2 * 128  # 4 mel images of 128 rows (n_mels) in 2 rows of the sheet, with 2 px gaps
+    assert sheet.shape[0] > tile + 2  # a caption strip below the frames
+    caption = sheet[tile + 2:]
+    assert ((caption[..., 0] > 150) & (caption[..., 1] < 60)).any()  # red text where a person looks
     caplog.clear()
     video = tmp_path / "video.mp4"
     write_video(video, np.zeros((8, 32, 32, 3), np.uint8), fps=4)

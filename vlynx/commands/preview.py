@@ -53,7 +53,7 @@ def encoder_view(frames, backbone):
 
 def run(args: argparse.Namespace) -> int:
     from vlynx.errors import VlynxError
-    from vlynx.media.images import contact_sheet, write_png
+    from vlynx.media.images import contact_sheet, with_caption, write_png
     from vlynx.media.video import read_video
     from vlynx.modalities import get_modality
     from vlynx.progress import log
@@ -68,11 +68,13 @@ def run(args: argparse.Namespace) -> int:
 
         frames = encoder_view(frames, load_backbone(args.model, empty=True, trust_remote_code=args.trust_remote_code))
     columns = 2 * modality.images_per_frame if modality.images_per_frame > 1 else None
-    path = write_png(args.out, contact_sheet(frames, columns=columns))
-    log.info("wrote %s: %d image(s) of %dx%d from %s", path, len(frames), frames.shape[2], frames.shape[1], args.input)
+    sheet = contact_sheet(frames, columns=columns)
     padding = modality.padding(args.input, args.frames, timestamps)
     padded = [f"frame {i} {share:.1%}" for i, share in enumerate(padding) if share > 1e-9]
-    if padded:
-        log.info("%s: padding in %d of %d frames (%s): %s", args.input, len(padded), len(padding),
-                 modality.padding_note, ", ".join(padded))
+    note = f"padding in {len(padded)} of {len(padding)} frames ({modality.padding_note}): {', '.join(padded)}"
+    if padded:  # said on the sheet itself, where a person looks
+        sheet = with_caption(sheet, note)
+        log.info("%s: %s", args.input, note)
+    path = write_png(args.out, sheet)
+    log.info("wrote %s: %d image(s) of %dx%d from %s", path, len(frames), frames.shape[2], frames.shape[1], args.input)
     return 0

@@ -28,6 +28,21 @@ def contact_sheet(frames: np.ndarray, columns: int | None = None, gap: int = 2, 
     return sheet
 
 
+def with_caption(image: np.ndarray, text: str, background: int = 255) -> np.ndarray:
+    """`image` (H, W, 3) uint8 with `text` written in a strip below it (wrapped to the image's width)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw
+
+    line_height, char_width = 12, 6  # PIL's built-in bitmap font
+    lines = textwrap.wrap(text, width=max(8, (image.shape[1] - 8) // char_width))
+    strip = Image.new("RGB", (image.shape[1], 6 + line_height * len(lines)), (background,) * 3)
+    draw = ImageDraw.Draw(strip)
+    for number, line in enumerate(lines):
+        draw.text((4, 3 + line_height * number), line, fill=(200, 0, 0))
+    return np.concatenate([image, np.asarray(strip, dtype=np.uint8)], axis=0)
+
+
 def write_png(path: str | Path, image: np.ndarray) -> Path:
     """Write a uint8 (H, W, 3) image as PNG via a temporary file and a rename (never a half-written file)."""
     from PIL import Image
