@@ -41,3 +41,14 @@ def test_global_flags_work_before_and_after_the_subcommand():
     assert (before.quiet, before.debug) == (True, True)
     assert (after.quiet, after.debug) == (True, False)
     assert (neither.quiet, neither.debug) == (False, False)
+
+
+def test_help_imports_neither_torch_nor_transformers():
+    """`vlynx --help` stays fast: building every subcommand's parser loads no heavy library."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vlynx.cli import build_parser; build_parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'av') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
