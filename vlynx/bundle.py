@@ -121,7 +121,7 @@ class VLynx:
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the bundle (adapters, tokenizer, manifest); an existing bundle there is replaced whole.
 
-        Other files in `directory` (e.g. a tuning run's checkpoint folder) are left as they are.
+        Other files in `directory` (e.g. the tuning run's config and run record) are left as they are.
         """
         directory = Path(directory)
         names = adapter_names(self.backbone)
