@@ -254,3 +254,49 @@ def test_progress_is_one_labelled_bar_and_no_log_dicts(world, tmp_path, capsys):
     assert captured.out.strip().splitlines() == [captured.out.strip()] and captured.out.startswith(f"wrote {out}")
     assert "{'loss'" not in captured.out + captured.err
     assert f"align {MODALITY}: 100%" in captured.err and "3/3" in captured.err and "loss=" in captured.err
+
+
+@pytest.mark.parametrize("no_dist", [False, True])
+def test_gradient_checkpointing_gives_the_same_lora_gradients(world, tmp_path, no_dist):
+    """Every LoRA gradient of eq. (9) with the encoder checkpointed equals the one without (dropout 0)."""
+    from vlynx.adapters import LoraSettings, add_vision_adapter, set_trainable
+    from vlynx.align import AlignmentModel, ModalityFrames, alignment_inputs, loss_settings
+    from vlynx.backbones import load_backbone
+    from vlynx.modalities import get_modality
+    from vlynx.reference import load_reference
+    from vlynx.training import enable_gradient_checkpointing
+
+    config = _config(world, tmp_path / "out", no_dist=no_dist, gradient_checkpointing=True)
+
+    def gradients(checkpointing):
+        backbone = load_backbone(world["checkpoint"], language_model=False)
+        reference = load_reference(world["reference"], backbone)
+        torch.manual_seed(0)
+        add_vision_adapter(backbone, MODALITY, LoraSettings(4, 8, 0.0))
+        set_trainable(backbone, [MODALITY])
+        with torch.no_grad():  # LoRA B starts at zero, which would leave every A gradient zero
+            for parameter in backbone.peft_model.parameters():
+                if parameter.requires_grad:
+                    parameter.normal_(0.0, 0.05)
+        if checkpointing:
+            assert enable_gradient_checkpointing(config, backbone.vision_tower)
+        dataset = ModalityFrames(alignment_inputs(world["inputs"], MODALITY), get_modality(MODALITY), backbone, 2)
+        pixels = torch.stack([dataset[i]["pixel_values"] for i in range(2)])
+        model = AlignmentModel(backbone, MODALITY, reference, loss_settings(config)).train()
+        calls = []
+        hook = backbone.attention_modules()[0].register_forward_hook(lambda *_: calls.append(1))
+        model(pixels)["loss"].backward()
+        hook.remove()
+        assert len(calls) == (2 if checkpointing else 1)  # checkpointing recomputed the layer in backward
+        return {name: p.grad for name, p in model.named_parameters() if p.requires_grad}
+
+    plain, checkpointed = gradients(False), gradients(True)
+    assert plain.keys() == checkpointed.keys() and len(plain) > 0
+    assert sum(grad is not None for grad in plain.values()) > len(plain) // 2
+    for name, grad in plain.items():
+        # without eq. (8) the last layer's MLP gets no gradient, with or without checkpointing
+        assert (grad is None) == (checkpointed[name] is None), name
+        if grad is None:
+            continue
+        # float32 recomputation of the same ops: equal up to summation order
+        torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7, msg=name)

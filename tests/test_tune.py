@@ -172,3 +172,42 @@ def test_alignment_record_supplies_settings_and_reference_fingerprint(world, tmp
     manifest = json.loads((result.bundle / "vlynx_bundle.json").read_text())
     assert manifest["modality_settings"] == {"negative": {"strength": 3}}
     assert manifest["reference_fingerprint"] == {"negative": {"model": "tiny", "frames": 2}}
+
+
+@pytest.mark.parametrize("train_vision_adapter", [False, True])
+def test_gradient_checkpointing_gives_the_same_lora_gradients(world, tmp_path, monkeypatch, train_vision_adapter):
+    """One step's LoRA gradients (LLM, and the vision adapter when it trains) equal those without checkpointing."""
+    import vlynx.tune
+
+    trainer_class = vlynx.tune.InstructionTrainer
+
+    def first_step(checkpointing):
+        record = {}
+
+        class Recording(trainer_class):
+            def training_step(self, model, inputs, num_items_in_batch=None):
+                modules = [self.backbone.language_model.layers[0].self_attn, self.backbone.attention_modules()[0]]
+                calls = [0, 0]
+                hooks = [m.register_forward_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+                         for i, m in enumerate(modules)]
+                loss = super().training_step(model, inputs, num_items_in_batch)
+                for hook in hooks:
+                    hook.remove()
+                record.update(calls=calls, grads={name: p.grad.clone() for name, p in model.named_parameters()
+                                                  if p.requires_grad})
+                return loss
+
+        monkeypatch.setattr(vlynx.tune, "InstructionTrainer", Recording)
+        run_tune(config(world, tmp_path / f"out-{checkpointing}", max_steps=1, llm_dropout=0.0, vision_dropout=0.0,
+                        train_vision_adapter=train_vision_adapter, gradient_checkpointing=checkpointing),
+                 transforms={"negative": Negative()})
+        return record
+
+    plain, checkpointed = first_step(False), first_step(True)
+    # recomputed in backward: the LLM layer always, the vision layer only when its adapter trains
+    assert checkpointed["calls"] == [plain["calls"][0] + 1, plain["calls"][1] + train_vision_adapter]
+    assert plain["grads"].keys() == checkpointed["grads"].keys()
+    assert any(".negative." in name for name in plain["grads"]) == train_vision_adapter
+    for name, grad in plain["grads"].items():
+        assert grad.abs().sum() > 0 or "lora_A" in name, name  # the LLM LoRA's B starts at zero, so A's grad is 0
+        torch.testing.assert_close(checkpointed["grads"][name], grad, rtol=1e-5, atol=1e-7, msg=name)

@@ -12,9 +12,10 @@ only. Routing never changes which parameters train; `set_trainable` alone decide
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -120,10 +121,37 @@ def route(backbone: Backbone, modality: str | None) -> Iterator[None]:
     """Run the vision encoder as the base model (`None`: video) or with `modality`'s adapter only."""
     if modality is not None and modality not in adapter_names(backbone):
         raise VlynxError(f"no vision adapter for modality '{modality}' (attached: {adapter_names(backbone)})")
-    layers = _lora_layers(backbone.vision_tower)
-    previous = [(layer, None if layer.disable_adapters else list(layer.active_adapters)) for layer in layers]
-    for layer in layers:
-        _activate(layer, modality)
+    with _routed_as([(layer, modality) for layer in _lora_layers(backbone.vision_tower)]):
+        yield
+
+
+def same_routing_in_recomputation(model: nn.Module) -> Callable[[], tuple[Any, Any]]:
+    """`context_fn` for non-reentrant gradient checkpointing of `model`: backward recomputes each
+    layer with the adapters that were active in its forward (by then `route` has switched them back)."""
+    layers = _lora_layers(model)
+
+    def context_fn() -> tuple[Any, Any]:
+        return contextlib.nullcontext(), _routed_as([(layer, _active(layer)) for layer in layers])
+
+    return context_fn
+
+
+def _active(layer: nn.Module) -> list[str] | None:
+    return None if layer.disable_adapters else list(layer.active_adapters)
+
+
+@contextlib.contextmanager
+def _routed_as(routing: list[tuple[nn.Module, str | list[str] | None]]) -> Iterator[None]:
+    """Each LoRA layer computing with the given adapters (None: none) for the duration; restored afterwards.
+
+    Layers already so routed are left alone (recomputation in backward re-routes a whole model per layer).
+    """
+    wanted = [(layer, None if not adapters else [adapters] if isinstance(adapters, str) else list(adapters))
+              for layer, adapters in routing]
+    changes = [(layer, adapters) for layer, adapters in wanted if _active(layer) != adapters]
+    previous = [(layer, _active(layer)) for layer, _ in changes]
+    for layer, adapters in changes:
+        _activate(layer, adapters)
     try:
         yield
     finally:

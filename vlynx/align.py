@@ -32,7 +32,7 @@ from vlynx.losses import AlignmentLossSettings, alignment_losses
 from vlynx.outputs import checkpoint_dir_for, claim_output, record_identity, run_identity, save_run
 from vlynx.progress import log
 from vlynx.stage_configs import AlignConfig
-from vlynx.training import last_checkpoint, show_progress, train, training_arguments
+from vlynx.training import enable_gradient_checkpointing, last_checkpoint, show_progress, train, training_arguments
 
 CHECKPOINT_WEIGHTS = "alignment_lora.safetensors"
 
@@ -226,6 +226,7 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
         add_vision_adapter(backbone, config.modality,
                            LoraSettings(config.vision_rank, config.vision_alpha, config.vision_dropout))
         set_trainable(backbone, [config.modality])
+        enable_gradient_checkpointing(config, backbone.vision_tower)  # the LLM is on meta
 
         dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
         model = AlignmentModel(backbone, config.modality, reference, settings, modality.images_per_frame)

@@ -5,6 +5,7 @@ Defaults and where they come from: docs/method.md §8. The rules shared by all o
 """
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +76,9 @@ class ReferenceConfig(StageConfig):
 class TrainingConfig(StageConfig):
     """The optimisation settings that alignment and instruction tuning share (paper §A.3 schedule)."""
 
-    RESULT_FREE = (*StageConfig.RESULT_FREE, "workers", "logging_steps", "save_steps", "save_total_limit")
+    # gradient_checkpointing: the same gradients (bit-identical on CPU, tests/test_align.py), less memory
+    RESULT_FREE = (*StageConfig.RESULT_FREE, "workers", "logging_steps", "save_steps", "save_total_limit",
+                   "gradient_checkpointing")
 
     epochs: float = field(default=1.0, metadata=flag("training epochs"))
     max_steps: int | None = field(default=None, metadata=flag("optimizer steps; overrides --epochs"))
@@ -86,7 +89,12 @@ class TrainingConfig(StageConfig):
     batch_size: int = field(default=1, metadata=flag("inputs per device per step"))
     grad_accum: int = field(default=1, metadata=flag("gradient accumulation steps"))
     max_grad_norm: float = 1.0
-    bf16: bool | None = None  # None: on exactly when a CUDA GPU is used
+    bf16: bool | None = field(default=None, metadata=flag(
+        "bfloat16 mixed precision (Trainer autocast; default: on exactly when a CUDA GPU is used)",
+        action=argparse.BooleanOptionalAction))
+    gradient_checkpointing: bool | None = field(default=None, metadata=flag(
+        "recompute encoder/LLM layer activations in backward to save memory (non-reentrant: same gradients; "
+        "default: on exactly when a CUDA GPU is used)", action=argparse.BooleanOptionalAction))
     seed: int = field(default=0, metadata=flag("random seed"))
     workers: int = field(default=0, metadata=flag("data-loading worker processes"))
     logging_steps: int = field(default=10, metadata=flag("log losses every N steps"))

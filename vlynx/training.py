@@ -55,6 +55,25 @@ def training_arguments(config: TrainingConfig, output_dir: str | Path, **extra: 
     )
 
 
+def enable_gradient_checkpointing(config: TrainingConfig, *models: Any) -> bool:
+    """Turn on non-reentrant gradient checkpointing in each of `models` (HF `PreTrainedModel`s) when
+    `config.gradient_checkpointing` says so (None: exactly on CUDA); returns whether it is on.
+
+    Non-reentrant, because tensors captured inside a checkpointed layer (the alignment loss's
+    queries and out_proj outputs) keep their autograd graph only then: reentrant checkpointing runs
+    the layer's forward under no_grad and backpropagates only through the layer's output. The
+    recomputation in backward runs with the vision adapters routed as in the forward.
+    """
+    from vlynx.adapters import same_routing_in_recomputation
+
+    on = torch.cuda.is_available() if config.gradient_checkpointing is None else config.gradient_checkpointing
+    if on:
+        for model in models:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={
+                "use_reentrant": False, "context_fn": same_routing_in_recomputation(model)})
+    return on
+
+
 def last_checkpoint(directory: str | Path) -> str | None:
     """The newest complete `checkpoint-N` in `directory`, or None when it holds none.
 

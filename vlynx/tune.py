@@ -56,7 +56,7 @@ from vlynx.outputs import (
     save_run,
 )
 from vlynx.stage_configs import TuneConfig
-from vlynx.training import last_checkpoint, show_progress, train, training_arguments
+from vlynx.training import enable_gradient_checkpointing, last_checkpoint, show_progress, train, training_arguments
 
 @dataclass(frozen=True)
 class TuneResult:
@@ -112,6 +112,8 @@ def run_tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = Non
                 trained.append(modality)
         add_llm_adapter(backbone, LoraSettings(config.llm_rank, config.llm_alpha, config.llm_dropout))
         set_trainable(backbone, trained)
+        enable_gradient_checkpointing(config, backbone.language_model,
+                                      *([backbone.vision_tower] if config.train_vision_adapter else []))
 
         # 2. Data: every entry checked and tokenized before training starts; media decoded per step.
         transforms = _transforms(config, transforms)
