@@ -68,3 +68,12 @@ def test_readme_python_example_answers_the_scene_correctly(readme_commands, tmp_
         exec(compile(code, str(README), "exec"), {})
     truth = ground_truth(Path(video).parent.parent, video, question)
     assert printed.getvalue().strip() == truth == stated_answer(answer_line)
+
+
+def test_readme_cli_example_answers_in_bfloat16(readme_commands, tmp_path, capsys):
+    line, _ = readme_commands
+    argv = shlex.split(line, comments=True)
+    assert main(["-q", *argv[1:], "--dtype", "bfloat16"]) == 0
+    printed = capsys.readouterr().out
+    video, question = argv[argv.index("--video") + 1], argv[-1]
+    assert printed.strip() == ground_truth(Path(video).parent.parent, video, question)
