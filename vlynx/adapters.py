@@ -23,9 +23,7 @@ from torch import nn
 from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
 from vlynx.files import ordinary_permissions
-from vlynx.stage_configs import RESERVED_NAMES, TuneConfig, llm_alpha_for, vision_alpha_for
-
-LLM_ADAPTER = "llm"
+from vlynx.stage_configs import LLM_ADAPTER, RESERVED_NAMES, TuneConfig, llm_alpha_for, vision_alpha_for
 
 
 @dataclass(frozen=True)

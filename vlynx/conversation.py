@@ -28,10 +28,10 @@ from vlynx.backbones.base import Backbone
 from vlynx.errors import VlynxError
 from vlynx.inputs import read_annotations
 from vlynx.modalities.base import Modality
+from vlynx.stage_configs import VIDEO_STREAM
 
 IGNORE_INDEX = -100  # label of every token the loss skips (PyTorch's cross-entropy default)
 IMAGE_PLACEHOLDER = "<image>"
-VIDEO_STREAM = "video"  # name of the base-encoder stream; no modality may take it
 _ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
 

@@ -195,7 +195,6 @@ def claim_output(out: str | Path, checkpoints: str | Path, *, resume: bool, over
         yield on_rank_zero(lambda: prepare_output(Path(out), Path(checkpoints), resume=resume, overwrite=overwrite))
 
 
-
 @contextlib.contextmanager
 def output_lock(out: str | Path) -> Iterator[None]:
     """Hold `OUT.lock` for the block; another process holding it means another run writes `out`."""

@@ -13,9 +13,11 @@ from typing import Any
 from vlynx.config import StageConfig, flag
 from vlynx.errors import VlynxError
 
-# Never a modality's name: the base video stream, the LLM adapter, and PEFT's "default" (saved
-# without a subfolder of its own, so a bundle could not find it again).
-RESERVED_NAMES = ("video", "llm", "default")
+VIDEO_STREAM = "video"  # the base-encoder stream of a prompt
+LLM_ADAPTER = "llm"  # the LLM LoRA's adapter name
+# Never a modality's name: those two, and PEFT's "default" (saved without a subfolder of its own,
+# so a bundle could not find it again).
+RESERVED_NAMES = (VIDEO_STREAM, LLM_ADAPTER, "default")
 
 
 def vision_alpha_for(rank: int) -> float:

@@ -34,7 +34,6 @@ from vlynx.backbones.base import Backbone
 from vlynx.bundle import VLynx
 from vlynx.conversation import (
     IGNORE_INDEX,
-    VIDEO_STREAM,
     Example,
     Modality,
     TokenizedChat,
