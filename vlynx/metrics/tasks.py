@@ -10,7 +10,9 @@ wrong and are listed, extra ones are listed and ignored); metrics are in percent
 from __future__ import annotations
 
 import abc
+import ast
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -68,6 +70,12 @@ class Benchmark(abc.ABC):
         """The user text sent to the model for the last `question` of an entry (after `history` turns)."""
         return question
 
+    def entry_prompt(self, entry: dict[str, Any]) -> str:
+        """The user text (without `<image>`) for a prepared entry, built from its own fields: the text
+        `vlynx prepare` writes into the entry's human turn and `vlynx eval` sends the model.
+        Raises ValueError saying which field is missing or wrong."""
+        return entry_question(entry)
+
     def read_references(self, path: str | Path) -> References:
         """id -> reference fields from the benchmark's reference file (formats: the class docstring)."""
         references: References = {}
@@ -110,6 +118,19 @@ class Benchmark(abc.ABC):
         if not answers:
             raise ValueError("has an empty answer list")
         return answers
+
+
+def entry_question(entry: dict[str, Any]) -> str:
+    """A prepared entry's `question` field, as a string; ValueError when it has none."""
+    question = entry.get("question")
+    if question is None:
+        raise ValueError("has no 'question'")
+    return str(question).strip()
+
+
+def options_text(choices: list[str]) -> str:
+    """Multiple-choice options as "A. ..." lines."""
+    return "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
 
 
 class ScanQA(Benchmark):
@@ -180,6 +201,12 @@ class SQA3D(Benchmark):
         kind = self.question_type(record.get("type"), record.get("question", question))
         return {"answer": str(answer), "type": kind}
 
+    def entry_prompt(self, entry: dict[str, Any]) -> str:
+        situation = entry.get("situation")
+        if situation is None:
+            raise ValueError("has no 'situation' (SQA3D asks a question in a situation)")
+        return f"{str(situation).strip()} {entry_question(entry)}"
+
     @staticmethod
     def question_type(code: Any, question: str | None) -> str:
         """One of SQA3D_TYPES: from a type code (0..5 or its digit string, or a type name), else from `question`."""
@@ -238,6 +265,12 @@ class AVSD(Benchmark):
     def prompt(self, question: str, history: list[tuple[str, str]], reference: dict[str, Any]) -> str:
         return "\n".join([f"Q: {q}\nA: {a}" for q, a in history] + [question])
 
+    def entry_prompt(self, entry: dict[str, Any]) -> str:
+        history = entry.get("history") or []
+        if not isinstance(history, list) or not all(isinstance(t, list) and len(t) == 2 for t in history):
+            raise ValueError("has a 'history' that is not a list of [question, answer] pairs")
+        return self.prompt(entry_question(entry), [(str(q), str(a)) for q, a in history], {})
+
     def compute_metrics(self, references: References, predictions: Mapping[str, str], meteor: bool) -> Metrics:
         refs = {item_id: reference["answers"] for item_id, reference in references.items()}
         hyps = {item_id: predictions.get(item_id, "") for item_id in references}
@@ -279,10 +312,17 @@ class AVQA(Benchmark):
 
     def prompt(self, question: str, history: list[tuple[str, str]], reference: dict[str, Any]) -> str:
         choices = reference["choices"]
-        options = "\n".join(f"{LETTERS[i]}. {choice}" for i, choice in enumerate(choices))
+        options = options_text(choices)
         if all(f"{LETTERS[i]}." in question for i in range(len(choices))):
             options = ""  # the annotation already lists the options
         return "\n".join(part for part in (question, options, MULTIPLE_CHOICE_INSTRUCTION) if part)
+
+    def entry_prompt(self, entry: dict[str, Any]) -> str:
+        choices = entry.get("multi_choice")
+        if not isinstance(choices, list) or not choices:
+            raise ValueError("has no 'multi_choice' list of options")
+        return "\n".join((entry_question(entry), options_text([str(c) for c in choices]),
+                          MULTIPLE_CHOICE_INSTRUCTION))
 
     def compute_metrics(self, references: References, predictions: Mapping[str, str], meteor: bool) -> Metrics:
         correct, unparsed = 0, []
@@ -305,6 +345,41 @@ def music_avqa_type(value: Any) -> tuple[str, str]:
     if group not in MUSIC_AVQA_TYPES or kind not in MUSIC_AVQA_TYPES[group]:
         raise ValueError(f"unknown MUSIC-AVQA question type {group}/{kind}")
     return group, kind
+
+
+TEMPLATE_PLACEHOLDER = re.compile(r"<[^<>]*>")  # MUSIC-AVQA's <Object>, <LR>, <FL>, ... in question_content
+
+
+def fill_template(question_content: str, templ_values: list[str] | str) -> str:
+    """A MUSIC-AVQA question with its placeholders (`<Object>`, `<LR>`, `<FL>`, ...) filled in order
+    from `templ_values` (a list, or its JSON string as the release stores it), as the dataset's own
+    code does: the i-th placeholder gets the i-th value. ValueError when the counts differ."""
+    values = templ_values
+    if isinstance(values, str):
+        try:
+            values = json.loads(values)
+        except json.JSONDecodeError:
+            try:  # the dataset's own code reads it as a Python literal (e.g. single quotes)
+                values = ast.literal_eval(values)
+            except (ValueError, SyntaxError) as error:
+                raise ValueError(f"has 'templ_values' {templ_values!r}, not a list") from error
+    if not isinstance(values, list):
+        raise ValueError(f"has 'templ_values' {templ_values!r}, not a list")
+    placeholders = TEMPLATE_PLACEHOLDER.findall(question_content)
+    if len(placeholders) != len(values):
+        raise ValueError(f"has {len(placeholders)} placeholders in {question_content!r} "
+                         f"but {len(values)} 'templ_values' {values!r}")
+    remaining = iter(values)
+    return TEMPLATE_PLACEHOLDER.sub(lambda _: str(next(remaining)), question_content)
+
+
+def require_filled(prompt: str) -> str:
+    """`prompt`, or a ValueError when a MUSIC-AVQA template placeholder is left in it."""
+    left = TEMPLATE_PLACEHOLDER.findall(prompt.replace("<image>", ""))
+    if left:
+        raise ValueError(f"has unfilled template placeholder(s) {', '.join(left)} in {prompt!r} "
+                         "(fill them from 'templ_values', e.g. with `vlynx prepare music-avqa`)")
+    return prompt
 
 
 class MusicAVQA(Benchmark):
@@ -330,6 +405,14 @@ class MusicAVQA(Benchmark):
         except (ValueError, TypeError) as error:
             raise ValueError(f"has a bad 'type' {value!r}: {error}") from error
         return {"answer": str(self._answer(answer)), "group": group, "type": kind}
+
+    def prompt(self, question: str, history: list[tuple[str, str]], reference: dict[str, Any]) -> str:
+        return require_filled(question)
+
+    def entry_prompt(self, entry: dict[str, Any]) -> str:
+        if entry.get("question") is None and entry.get("question_content") is not None:
+            return require_filled(fill_template(str(entry["question_content"]), entry.get("templ_values", [])))
+        return require_filled(entry_question(entry))
 
     def compute_metrics(self, references: References, predictions: Mapping[str, str], meteor: bool) -> Metrics:
         tallies: dict[tuple[str, str], list[int]] = {}
@@ -387,6 +470,9 @@ class EgoExoProficiency(Benchmark):
 
     def prompt(self, question: str, history: list[tuple[str, str]], reference: dict[str, Any]) -> str:
         return question or PROFICIENCY_QUESTION
+
+    def entry_prompt(self, entry: dict[str, Any]) -> str:
+        return str(entry.get("question") or "").strip() or PROFICIENCY_QUESTION
 
     def compute_metrics(self, references: References, predictions: Mapping[str, str], meteor: bool) -> Metrics:
         per_class = {name: [0, 0] for name in PROFICIENCY_CLASSES}
