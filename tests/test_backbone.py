@@ -126,6 +126,21 @@ def test_fingerprint_tells_weights_apart():
     assert load_backbone("tiny", empty=True).fingerprint()["weights"] is None
 
 
+def test_one_checkpoint_has_one_fingerprint_in_float32_and_bfloat16(tiny_checkpoint):
+    """`--dtype` changes the precision, not the model: reference statistics made from a float32 load
+    serve a bfloat16 load and back (the digest hashes weights rounded to bfloat16)."""
+    full = load_backbone(tiny_checkpoint, dtype="float32")
+    rounded = load_backbone(tiny_checkpoint, dtype="bfloat16", language_model=False)
+    assert full.dtype == torch.float32 and rounded.dtype == torch.bfloat16
+    assert rounded.fingerprint() == full.fingerprint()
+    # one changed weight (well above bfloat16's resolution) is another model
+    with torch.no_grad():
+        rounded.projector.linear_2.weight[0, 0] += 0.25 * rounded.projector.linear_2.weight[0, 0].abs() + 0.1
+    assert rounded.fingerprint()["weights"] != full.fingerprint()["weights"]
+    with pytest.raises(VlynxError, match="unknown dtype 'float64'"):
+        load_backbone(tiny_checkpoint, dtype="float64")
+
+
 def test_chat_template_keeps_plain_text_turns(tiny_backbone):
     """A processor-style template (content lists only) would drop text: ChatML is used instead."""
     from vlynx.word_tokenizer import build_word_tokenizer

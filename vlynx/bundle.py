@@ -84,7 +84,7 @@ class VLynx:
     # ----- loading and saving ------------------------------------------------------
     @classmethod
     def from_pretrained(cls, bundle: str | Path, *, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None, base_model: str | Path | None = None,
+                        dtype: torch.dtype | str | None = None, base_model: str | Path | None = None,
                         transforms: Mapping[str, Modality] | None = None, num_frames: int | None = None,
                         trust_remote_code: bool = False) -> VLynx:
         """Load the base model, every adapter and the modality transforms of a saved bundle.

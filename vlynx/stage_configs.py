@@ -18,6 +18,14 @@ LLM_ADAPTER = "llm"  # the LLM LoRA's adapter name
 # Never a modality's name: those two, and PEFT's "default" (saved without a subfolder of its own,
 # so a bundle could not find it again).
 RESERVED_NAMES = (VIDEO_STREAM, LLM_ADAPTER, "default")
+LOAD_DTYPES = ("float32", "bfloat16", "float16")  # `dtype` choices besides "auto"
+
+
+def dtype_field(default: str) -> Any:
+    """The `dtype` setting: the dtype the model's weights are loaded in (one meaning in every stage)."""
+    return field(default=default, metadata=flag(
+        "dtype the weights are loaded in: auto (the checkpoint's own; presets float32), "
+        + ", ".join(LOAD_DTYPES), choices=["auto", *LOAD_DTYPES]))
 
 
 def vision_alpha_for(rank: int) -> float:
@@ -55,6 +63,8 @@ class ReferenceConfig(StageConfig):
     checkpoint_dir: str | None = field(default=None, metadata=flag("where checkpoints go (default: OUT.checkpoints)"))
     device: str | None = field(default=None, metadata=flag(
         "cpu, cuda, cuda:1 ... (default: cuda if available; under torchrun each rank uses cuda:LOCAL_RANK)"))
+    # Statistics accumulate in float32/float64 whatever the weights' dtype (vlynx/reference/accumulate.py).
+    dtype: str = dtype_field("auto")
     resume: bool = field(default=False, metadata=flag("continue from the checkpoints of an interrupted run of the "
                                                       "same job (none: start afresh)"))
     overwrite: bool = field(default=False, metadata=flag("replace an existing output and discard its checkpoints"))
@@ -91,6 +101,7 @@ class TrainingConfig(StageConfig):
     batch_size: int = field(default=1, metadata=flag("inputs per device per step"))
     grad_accum: int = field(default=1, metadata=flag("gradient accumulation steps"))
     max_grad_norm: float = 1.0
+    dtype: str = dtype_field("auto")
     bf16: bool | None = field(default=None, metadata=flag(
         "bfloat16 mixed precision (Trainer autocast; default: on exactly when a CUDA GPU is used)",
         action=argparse.BooleanOptionalAction))
@@ -143,6 +154,9 @@ class AlignConfig(TrainingConfig):
         "frames per input (default: the reference's frames per video)"))
     skip_bad_items: bool = field(default=False, metadata=flag(
         "skip unreadable inputs (listed in the log) instead of stopping"))
+    # Alignment loads the encoder and projector only (a 7B model's ~0.4B), so float32 weights are
+    # cheap; --bf16 still runs the math in bfloat16 on GPU.
+    dtype: str = dtype_field("float32")
     # losses (eq. 6, 8, 9); field names as in `vlynx.losses.AlignmentLossSettings`
     lambda_dist: float = field(default=0.01, metadata=flag("weight of the distribution loss, eq. (9)"))
     attn_loss: str = field(default="l1", metadata=flag(
@@ -157,6 +171,9 @@ class AlignConfig(TrainingConfig):
         "use every query position, not only those kept by 2x pooling"))
     before_out_proj: bool = field(default=False, metadata=flag(
         "compare attention outputs before the layer's output projection"))
+    dist_per_image: bool = field(default=False, metadata=flag(
+        "distribution loss over every image's tokens (depth and normals apart, as the authors' code) instead of "
+        "each frame's average"))
     # the vision LoRA (r 64, alpha 2 x rank)
     vision_rank: int = field(default=64, metadata=flag("vision LoRA rank (alpha defaults to 2 x rank)",
                                                        "--vision-rank", "--lora-rank"))

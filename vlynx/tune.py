@@ -94,7 +94,8 @@ def run_tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = Non
     with claim_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite) as resume:
         # 1. Model: base backbone + aligned vision adapters (frozen) + fresh LLM LoRA (seeded: runs repeat exactly).
         set_seed(config.seed)
-        backbone = load_backbone(config.model, device=_device(), trust_remote_code=config.trust_remote_code)
+        backbone = load_backbone(config.model, device=_device(), dtype=config.dtype,
+                                  trust_remote_code=config.trust_remote_code)
         if backbone.tokenizer is None:
             raise VlynxError("instruction tuning needs the model's tokenizer; none found", config.model)
         identity = run_identity(config, model=backbone.fingerprint(), inputs=[config.data],

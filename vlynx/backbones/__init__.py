@@ -17,6 +17,7 @@ import torch
 from vlynx.backbones.base import AttentionCapture, Backbone, EncoderLayout
 from vlynx.backbones.llava_onevision import LlavaOnevisionBackbone
 from vlynx.errors import VlynxError
+from vlynx.stage_configs import LOAD_DTYPES
 
 __all__ = [
     "AttentionCapture",
@@ -26,6 +27,7 @@ __all__ = [
     "preset_config",
     "preset_names",
     "register_backbone",
+    "torch_dtype",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,7 @@ def load_backbone(
     name_or_path: str | Path,
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     empty: bool = False,
     seed: int = 0,
     trust_remote_code: bool = False,
@@ -88,9 +90,12 @@ def load_backbone(
     `language_model=False` materialises only the vision encoder and projector: the LLM
     (and output head) stays on the meta device and its weights are never allocated or
     read (encoder-only stages; random presets then get their own seeded encoder weights).
+    `dtype` is a torch dtype or its name ("float32", "bfloat16", "float16"); None or "auto"
+    keeps the checkpoint's own dtype (presets: float32).
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    dtype = torch_dtype(dtype)
     source = str(name_or_path)
     if source in SHIPPED_CHECKPOINTS:  # names of checkpoints shipped inside the package
         source = str(Path(__file__).resolve().parent.parent / SHIPPED_CHECKPOINTS[source])
@@ -132,6 +137,17 @@ def load_backbone(
         model = model.to(device)
     model.eval()
     return cls(model, tokenizer, source)
+
+
+def torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    """`dtype` as a torch dtype; None for None or "auto" (the checkpoint's own)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return None
+    if dtype not in LOAD_DTYPES:
+        raise VlynxError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(LOAD_DTYPES)}")
+    return getattr(torch, dtype)
 
 
 def _stand_in_llm_config(config):

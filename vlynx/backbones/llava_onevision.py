@@ -120,7 +120,11 @@ class LlavaOnevisionBackbone(Backbone):
         }
 
     def _weights_digest(self) -> str | None:
-        """Hash of a few encoder/projector tensors: tells checkpoints of one architecture apart cheaply."""
+        """Hash of a few encoder/projector tensors: tells checkpoints of one architecture apart cheaply.
+
+        The values are hashed rounded to bfloat16, so one checkpoint loaded in float32 or bfloat16
+        (`--dtype`) has one digest: reference statistics made in one precision serve the other.
+        """
         tensors = [
             self.vision_tower.embeddings.patch_embedding.weight,
             self.attention_modules()[-1].out_proj.weight,
@@ -131,7 +135,7 @@ class LlavaOnevisionBackbone(Backbone):
             return None
         digest = hashlib.sha256()
         for tensor in tensors:
-            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            digest.update(tensor.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
         return digest.hexdigest()[:16]
 
     @property

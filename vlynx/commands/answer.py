@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from vlynx.stage_configs import LOAD_DTYPES
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -31,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     parser.add_argument("--frames", type=int, default=None,
                         help="frames sampled from the video (default: the bundle's; 8 for a base model)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                        help="load the weights in this dtype (default: the checkpoint's loading default)")
+    parser.add_argument("--dtype", choices=["auto", *LOAD_DTYPES], default="auto",
+                        help="dtype the weights are loaded in (default auto: the checkpoint's own)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own code")
     parser.add_argument("--json", action="store_true",
                         help="print {answer, empty, timing} as JSON (empty: the model returned no text)")
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     began = time.perf_counter()
     model = VLynx.from_pretrained(args.model, device=device, num_frames=args.frames,
-                                  dtype=getattr(torch, args.dtype) if args.dtype else None,
+                                  dtype=args.dtype,
                                   trust_remote_code=args.trust_remote_code)
     load_s = time.perf_counter() - began
     unused = sorted(set(sources) - set(model.modalities))

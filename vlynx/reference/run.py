@@ -47,7 +47,8 @@ def run_reference(config: ReferenceConfig) -> ReferenceStats:
             log.setLevel(logging.ERROR)  # one progress bar and one summary, from rank 0
         # rank 0 locks the output and applies the policy (--overwrite deletes files); all ranks learn the outcome
         with claim_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite) as resume:
-            backbone = load_backbone(config.model, device=device, trust_remote_code=config.trust_remote_code)
+            backbone = load_backbone(config.model, device=device, dtype=config.dtype,
+                                      trust_remote_code=config.trust_remote_code)
             videos = [path for source in sources for path in source.videos]
             identity = {**run_identity(config, model=backbone.fingerprint(), inputs=videos), "ranks": world}
             on_rank_zero(lambda: record_identity(checkpoints, identity, resuming=resume))
