@@ -183,8 +183,10 @@ CHOICES = ["engine", "dog", "bird", "bell"]
      {"answer": "yes", "type": "Is"}),
     ("sqa3d", {"question_id": "q", "text": "two", "question": "How many chairs?"}, {"question": "How many chairs?"},
      "I sit down. How many chairs?", "two", {"answer": "two", "type": "How"}),
-    ("sqa3d", {"question_id": "q", "answers": ["left"], "question": "Which way?"}, {}, "Which way?", "left",
-     {"answer": "left", "type": "Which"}),
+    ("sqa3d", {"question_id": "q", "answers": ["left"], "question": "Which way?"}, {"question": "Which way?"},
+     "I face the door. Which way?", "left", {"answer": "left", "type": "Which"}),
+    ("sqa3d", {"question_id": "q", "text": "left", "type": "which"}, {"answers": ["left"], "type": "Which"},
+     "I face the door. Is it open?", "no", {"answer": "left", "type": "Which"}),
     ("avqa", {"id": "q", "multi_choice": CHOICES, "answer": 1}, {"multi_choice": CHOICES}, "What?", "B. dog",
      {"answer": "B", "choices": CHOICES}),
     ("avqa", {"id": "q", "choices": CHOICES, "answer": "d"}, {"choices": CHOICES, "answer": "3"}, "What?", None,
@@ -213,6 +215,16 @@ def test_reference_errors_name_the_record_and_the_file(tmp_path):
         get_benchmark("sqa3d").read_references(path)
     with pytest.raises(ValueError, match="has no answer"):
         get_benchmark("avsd").reference_from_entry({}, "Is it loud?", None)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"answers": [{"answer": "left", "answer_id": 1}], "type": 0}, "not a string.*vlynx prepare sqa3d"),
+    ({"answers": ["left"]}, "neither 'type' nor 'question'.*vlynx prepare sqa3d"),
+    ({"answers": ["left"], "type": "Where"}, "question type 'Where', not one of What, Is"),
+])
+def test_sqa3d_entry_errors_say_what_to_do(entry, message):
+    with pytest.raises(ValueError, match=message):
+        get_benchmark("sqa3d").reference_from_entry(entry, "I face the door. What is left?", "left")
 
 
 def test_one_json_reader_for_annotations_references_and_predictions(tmp_path):
