@@ -8,9 +8,16 @@
 - `alignment_losses`: one forward of the modality frames (encoder + its LoRA + projector)
   that returns both, and their weighted sum (eq. 9).
 
-Defaults follow the authors' released code (responses after out_proj, pooled queries,
-L1, unsquared L2 norms, no stop-gradient); `AlignmentLossSettings` switches to the
-paper's literal MSE wording.
+The defaults match the alignment loss of the authors' code (park-jungin/lynx,
+`libs/utils/lynx_trainer.py`, `LynXAVQATrainer.compute_loss`, checked line by line):
+responses after the adapted out_proj (l. 414), queries at the pooled positions (l. 375),
+L1 per layer averaged over layers (l. 416, 599), unsquared L2 norms of the mean and
+variance gaps (l. 453), no stop-gradient, and 1.0 x attention + 0.01 x distribution
+(l. 601). One default differs on purpose: a modality with k > 1 images per frame
+(depth + normals) has each frame's k token sets averaged before the distribution loss,
+where the authors' code took every image's tokens as they are; `dist_per_image` gives
+theirs (docs/method.md §9). `AlignmentLossSettings` also switches to the paper's
+literal MSE wording.
 """
 from __future__ import annotations
 
@@ -28,7 +35,7 @@ from vlynx.backbones.base import Backbone
 
 @dataclass(frozen=True)
 class AlignmentLossSettings:
-    """How eq. (4)-(9) are realised (the same names as `AlignConfig`); defaults = the authors' released code."""
+    """How eq. (4)-(9) are realised (the same names as `AlignConfig`); defaults: see the module docstring."""
 
     attn_loss: str = "l1"  # "l1" (mean abs) | "mse"
     dist_loss: str = "l2norm"  # "l2norm" (unsquared ‖·‖₂) | "mse"
@@ -38,6 +45,7 @@ class AlignmentLossSettings:
     stop_grad_reference: bool = False
     all_queries: bool = False  # default: only the queries at the positions 2x pooling keeps
     before_out_proj: bool = False  # default: compare out_proj(A) with out_proj(Ā), the adapted out_proj
+    dist_per_image: bool = False  # True: eq. (7) over every image's tokens, not each frame's average (authors')
 
     def __post_init__(self) -> None:
         if self.attn_loss not in ("l1", "mse"):
@@ -118,7 +126,8 @@ def alignment_losses(
 
     pixel_values (B, F, 3, S, S); reference_keys/values (layers, heads, positions, head_dim)
     (eq. 2); token_mean/var (D_llm,) (eq. 3). `images_per_frame` > 1 averages the projected
-    tokens of each group of that many images, as the later stages feed them to the LLM.
+    tokens of each group of that many images before eq. (7), as the later stages feed them
+    to the LLM, unless `settings.dist_per_image`.
     Returns {"loss", "attn", "dist"} (the switched-off component is a detached 0).
     """
     attention_modules = backbone.attention_modules()
@@ -149,7 +158,8 @@ def alignment_losses(
 
     dist = zero
     if not settings.no_dist:
-        tokens = average_image_groups(backbone, tokens, images_per_frame)
+        if not settings.dist_per_image:
+            tokens = average_image_groups(backbone, tokens, images_per_frame)
         dist = distribution_loss(tokens, token_mean, token_var, settings.dist_loss)  # eq. (7)-(8)
     loss = attn + settings.lambda_dist * dist if not settings.no_dist else attn  # eq. (9)
     return {"loss": loss, "attn": attn.detach(), "dist": dist.detach()}

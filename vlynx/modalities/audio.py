@@ -40,7 +40,10 @@ class AudioSettings:
     log_offset: float = 1e-6
     norm_mean: float = -4.268  # normalised = (log_mel - norm_mean) / norm_scale
     norm_scale: float = 9.138
-    scaling: str = "fixed"  # "fixed": clamp value_range to 0..255; "minmax": per-window min-max (research code)
+    scaling: str = "fixed"  # "fixed": clamp value_range to 0..255; "minmax": per-window min-max (authors' code)
+    # Columns added to reach time_steps: "silence" = log of silence, split evenly before and after;
+    # "log-zero" = zeros in log space after the window (the authors' tuning transform).
+    pad_columns: str = "silence"
     # Normalised values mapped to 0 and 255. Silence (log 1e-6 -> -1.045) lands at 0; a
     # full-scale tone's band reaches about 1.5.
     value_range: tuple[float, float] = (-1.05, 1.5)
@@ -48,6 +51,8 @@ class AudioSettings:
     def __post_init__(self) -> None:
         if self.scaling not in ("fixed", "minmax"):
             raise VlynxError(f"audio scaling must be 'fixed' or 'minmax', got {self.scaling!r}")
+        if self.pad_columns not in ("silence", "log-zero"):
+            raise VlynxError(f"audio pad_columns must be 'silence' or 'log-zero', got {self.pad_columns!r}")
         if self.f_max > self.sample_rate / 2 or not 0 <= self.f_min < self.f_max:
             raise VlynxError(f"audio mel range must satisfy 0 <= f_min < f_max <= sample_rate/2 "
                              f"(got {self.f_min}-{self.f_max} Hz at {self.sample_rate} Hz)")
@@ -143,7 +148,7 @@ class AudioModality(Modality):
             unit = (np.clip(normalised, low, high) - low) / (high - low)
         else:
             low, high = normalised.min(), normalised.max()
-            if high == low:  # the research code divided 0 by 0 here
+            if high == low:  # the authors' code clamped the range to 1e-6 here, drawing silence black
                 raise VlynxError(f"audio window at {centre:.2f} s is constant (silent); per-window min-max "
                                  "scaling is undefined, use scaling='fixed'", source or None)
             unit = (normalised - low) / (high - low)
@@ -156,7 +161,8 @@ class AudioModality(Modality):
         STFT column k is centred at centre - window_s/2 + k*hop/sample_rate (columns at both
         window edges included). Samples before the clip's start or after its end are zeros
         (silence; `outside_recording` says how many seconds). Columns added to reach
-        time_steps lie outside the window and are the log-mel of silence. Neither kind of
+        time_steps lie outside the window and are the log-mel of silence, half before and
+        half after (`pad_columns: log-zero`: zeros in log space, all after). Neither kind of
         filler ever replaces decoded audio.
         """
         s = self.settings
@@ -174,6 +180,8 @@ class AudioModality(Modality):
         if columns >= s.time_steps:  # crop symmetrically so the image centre stays at `centre`
             cut = (columns - s.time_steps) // 2
             return mel[:, cut:cut + s.time_steps]
+        if s.pad_columns == "log-zero":
+            return np.pad(mel, ((0, 0), (0, s.time_steps - columns)), constant_values=0.0)
         before = (s.time_steps - columns) // 2
         silence = np.log(s.log_offset)
         return np.pad(mel, ((0, 0), (before, s.time_steps - columns - before)), constant_values=silence)
