@@ -24,6 +24,7 @@ COMMANDS = (  # in pipeline order, as `vlynx --help` lists them
     "vlynx.commands.answer",
     "vlynx.commands.eval",
     "vlynx.commands.score",
+    "vlynx.commands.diagnose",
     "vlynx.commands.modalities",
     "vlynx.commands.preview",
     "vlynx.commands.params",
