@@ -14,6 +14,7 @@ from vlynx.metrics.audio_visual import (
     fill_template,
     music_avqa_type,
 )
+from vlynx.metrics.avut import AVUT
 from vlynx.metrics.benchmark import Benchmark, Metrics, References
 from vlynx.metrics.proficiency import (
     PROFICIENCY_CLASSES,
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 BENCHMARKS: dict[str, Benchmark] = {benchmark.name: benchmark for benchmark in (
-    AVSD(), AVQA(), MusicAVQA(), ScanQA(), SQA3D(), EgoExoProficiency())}
+    AVSD(), AVQA(), MusicAVQA(), ScanQA(), SQA3D(), EgoExoProficiency(), AVUT())}
 
 
 def get_benchmark(name: str) -> Benchmark:
