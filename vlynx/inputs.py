@@ -65,14 +65,17 @@ def list_media(spec: str | Path, field: str = "video", suffixes: set[str] | None
     """Media paths named by `spec`, in a stable order.
 
     - a directory: every file below it whose suffix is in `suffixes` (default: videos), sorted;
-      for directory-valued media (depth scenes), pass `suffixes=set()` to list sub-directories;
+      when listing videos (the default), also every 3D scene folder below it (a folder with
+      `color/`, read as video by `vlynx.media.video.read_video`), or the directory itself when
+      it is one; for directory-valued media (depth scenes), pass `suffixes=set()` to list sub-directories;
     - a `.txt` list: one path per line (blank lines and `#` comments skipped);
     - a `.json`/`.jsonl` annotation file: the `field` of every entry that has one.
     Relative paths resolve against `media_root`, else the list/annotation file's folder.
     """
     spec = Path(spec)
-    suffixes = VIDEO_SUFFIXES if suffixes is None else suffixes
     if spec.is_dir():
+        if suffixes is None:
+            return sorted(_videos_and_scenes(spec))
         if not suffixes:
             return sorted(p for p in spec.iterdir() if p.is_dir())
         return sorted(p for p in spec.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
@@ -87,6 +90,21 @@ def list_media(spec: str | Path, field: str = "video", suffixes: set[str] | None
         lines = spec.read_text(encoding="utf-8").splitlines()
         names = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     return [p if p.is_absolute() else root / p for p in map(Path, names)]
+
+
+def _videos_and_scenes(folder: Path) -> list[Path]:
+    """The video files and 3D scene folders at or below `folder`; a scene's own files are not searched."""
+    from vlynx.media.scene import is_scene_folder
+
+    if is_scene_folder(folder):
+        return [folder]
+    found = []
+    for path in folder.iterdir():
+        if path.is_dir():
+            found.extend(_videos_and_scenes(path))
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            found.append(path)
+    return found
 
 
 def require_existing(paths: list[Path], listed_in: str | Path) -> list[Path]:

@@ -15,14 +15,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "filled in rather than taken from INPUT (audio windows reaching past the recording, drawn as silence) "
         "are listed with how much.",
     )
-    parser.add_argument("input", metavar="INPUT", help="the modality's input (audio/video file, depth scene folder)")
+    parser.add_argument("input", metavar="INPUT",
+                        help="the modality's input (audio/video file, 3D scene or depth folder)")
     parser.add_argument("--modality", "-m", required=True, help="modality name (see `vlynx modalities`)")
     parser.add_argument("--out", "-o", required=True, help="PNG file to write")
     parser.add_argument("--frames", "-n", type=int, default=8, help="frames to sample (default 8)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="modality setting, e.g. --set n_mels=32 --set normals=true (repeatable)")
     parser.add_argument("--align-to", metavar="VIDEO",
-                        help="sample at the times of this video's frames (e.g. audio windows centred on them)")
+                        help="sample at the times of this video's frames (e.g. audio windows centred on them); "
+                        "for a 3D scene folder, take the very frames the scene's video takes")
     parser.add_argument("--model", default="llava-onevision-0.5b",
                         help="backbone whose preprocessing to apply: preset, hub id or checkpoint dir "
                         "(default llava-onevision-0.5b; only its config is read)")
@@ -56,13 +58,18 @@ def run(args: argparse.Namespace) -> int:
     from vlynx.media.images import contact_sheet, with_caption, write_png
     from vlynx.media.video import read_video
     from vlynx.modalities import get_modality
+    from vlynx.modalities.base import paired_frames
     from vlynx.progress import log
 
     if args.frames < 1:
         raise VlynxError("--frames must be at least 1")
     modality = get_modality(args.modality, **parse_settings(args.settings))
-    timestamps = read_video(args.align_to, args.frames).timestamps if args.align_to else None
-    frames = modality.frames(args.input, args.frames, timestamps)
+    timestamps = None
+    if args.align_to:  # as tune and eval pair them (vlynx.conversation.read_streams)
+        clip = read_video(args.align_to, args.frames, scene_choice=modality.scene_frame_choice)
+        frames, timestamps = paired_frames(modality, args.input, args.frames, clip), clip.timestamps
+    else:
+        frames = modality.frames(args.input, args.frames)
     if not args.raw:
         from vlynx.backbones import load_backbone
 

@@ -1,17 +1,19 @@
-"""Media decoding and writing (PyAV): videos, audio tracks, audio files, depth maps."""
+"""Media decoding and writing (PyAV): videos, audio tracks, audio files, depth maps, 3D scene folders."""
 from __future__ import annotations
 
 from vlynx.media.audio import AudioClip, read_audio
-from vlynx.media.depth import DepthScene, read_depth_png, read_depth_scene
+from vlynx.media.depth import read_depth_png
+from vlynx.media.scene import FrameChoice, Scene, read_scene
 from vlynx.media.video import VideoClip, read_video, read_video_at, video_duration, write_video
 
 __all__ = [
     "AudioClip",
-    "DepthScene",
+    "FrameChoice",
+    "Scene",
     "VideoClip",
     "read_audio",
     "read_depth_png",
-    "read_depth_scene",
+    "read_scene",
     "read_video",
     "read_video_at",
     "video_duration",

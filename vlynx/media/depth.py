@@ -1,62 +1,19 @@
-"""Depth maps: 16-bit PNGs in millimetres, alone in a folder or in a ScanNet scene folder.
+"""Depth-scene files: 16-bit PNG depth maps in millimetres and ScanNet's 4x4 text matrices.
 
-ScanNet layout (as exported by its SensReader):
+In a ScanNet scene (found by `vlynx.media.scene.read_scene`):
 
     scene/depth/0.png, 1.png, ...      16-bit depth, millimetres, 0 = no measurement
     scene/pose/0.txt, 1.txt, ...       4x4 camera-to-world matrix (may hold -inf when tracking failed)
     scene/intrinsic_depth.txt          4x4 depth camera intrinsics (also found in scene/intrinsic/)
-    scene/color/0.jpg, ...             not used here
-
-A plain folder of PNG depth maps works too (intrinsics optional, no poses).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from vlynx.errors import VlynxError
 from vlynx.media.video import _require_file
-
-_INTRINSICS_NAMES = ("intrinsic_depth.txt", "intrinsic/intrinsic_depth.txt")
-
-
-@dataclass(frozen=True)
-class DepthScene:
-    root: Path
-    depth_paths: list[Path]  # in frame order
-    pose_paths: list[Path] | None  # one per depth map, or None when the scene has no poses
-    intrinsics_path: Path | None
-
-    def __len__(self) -> int:
-        return len(self.depth_paths)
-
-
-def _frame_order(path: Path) -> tuple[int, int | str]:
-    # ScanNet names frames 0.png, 1.png, ..., 10.png: sort numerically where the stem is a number.
-    return (0, int(path.stem)) if path.stem.isdigit() else (1, path.stem)
-
-
-def read_depth_scene(path: str | Path) -> DepthScene:
-    """Find the depth maps, poses and intrinsics of a ScanNet scene folder or a folder of depth PNGs."""
-    root = Path(path)
-    if not root.exists():
-        raise VlynxError("depth input not found", root)
-    if not root.is_dir():
-        raise VlynxError("depth input must be a ScanNet scene folder or a folder of 16-bit PNG depth maps", root)
-    depth_dir = root / "depth" if (root / "depth").is_dir() else root
-    depth_paths = sorted((p for p in depth_dir.iterdir() if p.suffix.lower() == ".png"), key=_frame_order)
-    if not depth_paths:
-        raise VlynxError("no .png depth maps found (expected depth/*.png or *.png)", depth_dir)
-    pose_paths = None
-    if (root / "pose").is_dir():
-        pose_paths = [root / "pose" / f"{p.stem}.txt" for p in depth_paths]
-        missing = [p for p in pose_paths if not p.is_file()]
-        if missing:
-            raise VlynxError(f"{len(missing)} depth map(s) have no pose file, e.g. {missing[0].name}", root / "pose")
-    intrinsics_path = next((root / name for name in _INTRINSICS_NAMES if (root / name).is_file()), None)
-    return DepthScene(root, depth_paths, pose_paths, intrinsics_path)
 
 
 def read_depth_png(path: str | Path) -> np.ndarray:

@@ -13,6 +13,9 @@ skips and lists the video, `align --skip-bad-items` skips the item, and `tune` a
 `answer` stop with the path. A truncated file whose surviving part covers every target
 is read normally, since every frame returned is real.
 
+A folder given as a video is a 3D scene's colour frames (`vlynx.media.scene`): frames
+chosen by position (uniform or pose-aware), with no clock.
+
 A frame is returned more than once only when targets share it as their nearest frame:
 when more frames are asked for than the video has, or for timestamps before the first frame.
 """
@@ -22,12 +25,15 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from vlynx.errors import VlynxError
 from vlynx.files import atomic_path
+
+if TYPE_CHECKING:
+    from vlynx.media.scene import FrameChoice
 
 # Decode forward instead of seeking when the next wanted frame is this close (seconds):
 # a seek restarts at the previous keyframe, which costs more than a short decode.
@@ -37,8 +43,9 @@ _SEEK_GAP_S = 2.0
 @dataclass(frozen=True)
 class VideoClip:
     frames: np.ndarray  # (F, H, W, 3) uint8 RGB
-    timestamps: np.ndarray  # (F,) seconds, presentation time of each returned frame
-    duration: float  # seconds
+    timestamps: np.ndarray | None  # (F,) seconds, presentation time of each returned frame; None for a 3D scene
+    duration: float | None  # seconds; None for a 3D scene (its frames have no clock)
+    frame_indices: np.ndarray | None = None  # (F,) positions of a 3D scene's frames taken; None for a video file
 
 
 def _require_file(path: Path) -> None:
@@ -101,15 +108,22 @@ def _tag_seconds(value: str | None) -> float:
         return 0.0
 
 
-def read_video(path: str | Path, num_frames: int) -> VideoClip:
+def read_video(path: str | Path, num_frames: int, scene_choice: FrameChoice | None = None) -> VideoClip:
     """Sample `num_frames` frames uniformly in time: frame i is the one nearest start + (i + 0.5) * T / F.
 
-    Raises `VlynxError` naming the file for missing, empty, corrupt or frameless videos, and
-    for videos that end before a target (truncated files), never padding with a repeated frame.
+    A folder is read as a 3D scene's colour frames (`vlynx.media.scene`), chosen by
+    `scene_choice` (default uniform; ignored for video files); the clip then says which
+    frames it took (`frame_indices`) instead of when. Raises `VlynxError` naming the file for
+    missing, empty, corrupt or frameless videos, for videos that end before a target
+    (truncated files), never padding with a repeated frame, and for a folder that is not a scene.
     """
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
     path = Path(path)
+    if path.is_dir():
+        from vlynx.media.scene import read_scene_video  # imports this module: a cycle at import time
+
+        return read_scene_video(path, num_frames, scene_choice)
     with _video_stream(path) as (container, stream):
         start, duration = _header_span(container, stream)
         if duration <= 0:  # no duration in the header: decode everything once

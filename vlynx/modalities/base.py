@@ -3,12 +3,17 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from vlynx.errors import VlynxError
+
+if TYPE_CHECKING:
+    from vlynx.media.scene import FrameChoice
+    from vlynx.media.video import VideoClip
 
 
 class Modality(ABC):
@@ -51,6 +56,17 @@ class Modality(ABC):
     def images_per_frame(self) -> int:
         return 1
 
+    @property
+    def scene_frame_choice(self) -> FrameChoice | None:
+        """How this modality chooses the frames of a 3D scene folder; None for modalities that read no scenes.
+
+        When an example's video is a 3D scene (`vlynx.media.scene`), this choice picks the
+        video's frames, and `frames` is then called with `frame_indices=` (positions in the
+        scene's frame list) instead of `timestamps`, so that both streams show the same
+        views. A modality that returns a choice must take that keyword.
+        """
+        return None
+
     @abstractmethod
     def frames(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None) -> np.ndarray:
         """`num_frames` frames of `source` as uint8 RGB (num_frames * images_per_frame, H, W, 3).
@@ -70,6 +86,27 @@ class Modality(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.settings!r})" if self.settings is not None else type(self).__name__
+
+
+def shared_scene_choice(transforms: Iterable[Any]) -> FrameChoice | None:
+    """The frame choice for a 3D scene read as video beside `transforms`: that of the ones reading scenes.
+
+    None (uniform) when none reads scenes; a `VlynxError` when they disagree, since one
+    choice serves every stream. Transforms that are not `Modality` subclasses read no scenes.
+    """
+    choices = {getattr(t, "scene_frame_choice", None) for t in transforms} - {None}
+    if len(choices) > 1:
+        raise VlynxError(f"modalities choose scene frames differently ({', '.join(sorted(map(repr, choices)))}); "
+                         "give them the same selection")
+    return next(iter(choices), None)
+
+
+def paired_frames(transform: Any, source: str | Path, num_frames: int, clip: VideoClip) -> np.ndarray:
+    """`transform`'s frames of `source` to go with the video `clip`: the very frames the clip took
+    when the video is a 3D scene and the transform reads scenes, else frames at the clip's times."""
+    if clip.frame_indices is not None and getattr(transform, "scene_frame_choice", None) is not None:
+        return transform.frames(source, num_frames, frame_indices=clip.frame_indices)
+    return transform.frames(source, num_frames, timestamps=clip.timestamps)
 
 
 def check_frame_request(num_frames: int, timestamps: np.ndarray | None) -> np.ndarray | None:

@@ -10,6 +10,10 @@ the tokens of each pair. Normals come from the back-projected depth (intrinsics)
 camera frame, or in the world frame with `world_normals=True` (poses); they point towards
 the camera and are encoded (n * 0.5 + 0.5) * 255. Pixels without a normal (no depth at
 or next to them) are encoded as the zero vector, i.e. mid-grey (128, 128, 128).
+
+Frames are chosen by `selection` (`vlynx.media.scene.choose_frames`). When an example's
+video is a 3D scene, the video takes its frames by this same setting and hands them over
+(`frame_indices`), so colour and depth show the same views.
 """
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from vlynx.errors import VlynxError
-from vlynx.media.depth import DepthScene, read_depth_png, read_depth_scene, read_intrinsics, read_matrix
+from vlynx.media.depth import read_depth_png, read_intrinsics, read_matrix
+from vlynx.media.scene import SELECTIONS, FrameChoice, check_frame_indices, choose_frames, read_scene
+from vlynx.media.scene import farthest_point_frames  # noqa: F401  (its home before scenes had one; kept importable)
 from vlynx.modalities.base import Modality, check_frame_request
 
 # A map whose valid depths have a median below this many "millimetres" is almost surely in metres.
@@ -40,7 +46,7 @@ class DepthSettings:
     def __post_init__(self) -> None:
         if not 0 < self.near_mm < self.far_mm:
             raise VlynxError(f"depth clip needs 0 < near_mm < far_mm, got {self.near_mm}, {self.far_mm}")
-        if self.selection not in ("uniform", "farthest"):
+        if self.selection not in SELECTIONS:
             raise VlynxError(f"depth selection must be 'uniform' or 'farthest', got {self.selection!r}")
         if self.world_normals and not self.normals:
             raise VlynxError("world_normals=True needs normals=True")
@@ -98,26 +104,6 @@ def encode_normals(normals: np.ndarray) -> np.ndarray:
     return np.rint((normals * 0.5 + 0.5) * 255).astype(np.uint8)
 
 
-def farthest_point_frames(poses: np.ndarray, count: int, view_weight: float = 1.0) -> np.ndarray:
-    """`count` frame indices spread over camera position and viewing direction, in time order.
-
-    poses (N, 4, 4) camera-to-world; frames with non-finite poses are never chosen. Greedy
-    farthest-point sampling in (position, view_weight * viewing direction) space, starting
-    from the first valid frame; ties go to the earlier frame.
-    """
-    valid = np.flatnonzero(np.all(np.isfinite(poses.reshape(len(poses), -1)), axis=1))
-    if len(valid) <= count:
-        return valid
-    features = np.concatenate([poses[valid, :3, 3], view_weight * poses[valid, :3, 2]], axis=1)  # (V, 6)
-    chosen = [0]
-    distance = np.linalg.norm(features - features[0], axis=1)
-    for _ in range(count - 1):
-        pick = int(np.argmax(distance))
-        chosen.append(pick)
-        distance = np.minimum(distance, np.linalg.norm(features - features[pick], axis=1))
-    return np.sort(valid[chosen])
-
-
 class DepthModality(Modality):
     """Depth maps (ScanNet scene or folder of 16-bit PNGs in mm) as Turbo-coloured disparity."""
 
@@ -129,19 +115,35 @@ class DepthModality(Modality):
     def images_per_frame(self) -> int:
         return 2 if self.settings.normals else 1
 
-    def frames(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None) -> np.ndarray:
-        """uint8 (num_frames * images_per_frame, H, W, 3). Depth scans have no clock: `timestamps` is ignored."""
+    @property
+    def scene_frame_choice(self) -> FrameChoice:
+        # `selection` is the one place a scene's frame choice is set: a scene read as video
+        # takes its frames by it too (vlynx.modalities.base.shared_scene_choice).
+        return FrameChoice(self.settings.selection, self.settings.view_weight)
+
+    def frames(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None,
+               frame_indices: np.ndarray | None = None) -> np.ndarray:
+        """uint8 (num_frames * images_per_frame, H, W, 3) of the depth maps at the chosen frames.
+
+        Depth scans have no clock: `timestamps` is ignored. `frame_indices` are the frames the
+        paired video took from the same scene (`VideoClip.frame_indices`); without them the
+        frames are chosen by `selection`, the rule a scene read as video follows too.
+        """
         check_frame_request(num_frames, timestamps)
         s = self.settings
-        scene = read_depth_scene(source)
-        poses = self._poses(scene) if (s.selection == "farthest" or s.world_normals) else None
-        indices = self._select(scene, num_frames, poses)
+        scene = read_scene(source, need="depth")
+        if frame_indices is None:
+            indices = choose_frames(scene, num_frames, self.scene_frame_choice)
+        else:
+            indices = check_frame_indices(frame_indices, num_frames, scene)
         intrinsics = None
         if s.normals:
-            if scene.intrinsics_path is None:
+            if scene.depth_intrinsics_path is None:
                 raise VlynxError("normals need the depth intrinsics (intrinsic_depth.txt) but the scene has none",
                                  scene.root)
-            intrinsics = read_intrinsics(scene.intrinsics_path)
+            intrinsics = read_intrinsics(scene.depth_intrinsics_path)
+        if s.world_normals and scene.pose_paths is None:
+            raise VlynxError("world normals need pose/*.txt files", scene.root)
         images = []
         shape = None
         for index in indices:
@@ -156,10 +158,11 @@ class DepthModality(Modality):
             if s.normals:
                 rotation = None
                 if s.world_normals:
-                    if not np.all(np.isfinite(poses[index])):
+                    pose = read_matrix(scene.pose_paths[index])  # camera-to-world
+                    if not np.all(np.isfinite(pose)):
                         raise VlynxError("pose is not finite (tracking lost); cannot rotate normals to the world",
                                          scene.pose_paths[index])
-                    rotation = poses[index][:3, :3]
+                    rotation = pose[:3, :3]
                 images.append(encode_normals(surface_normals(depth, intrinsics, rotation)))
         return np.stack(images)
 
@@ -173,21 +176,3 @@ class DepthModality(Modality):
             raise VlynxError(f"depth values look like metres, not millimetres (median {median:g}); "
                              "save depth as 16-bit PNG in millimetres", path)
         return depth
-
-    def _poses(self, scene: DepthScene) -> np.ndarray:
-        if scene.pose_paths is None:
-            raise VlynxError("pose-aware frame choice and world normals need pose/*.txt files", scene.root)
-        return np.stack([read_matrix(p) for p in scene.pose_paths])  # (N, 4, 4) camera-to-world
-
-    def _select(self, scene: DepthScene, num_frames: int, poses: np.ndarray | None) -> np.ndarray:
-        total = len(scene)
-        if self.settings.selection == "farthest":
-            chosen = farthest_point_frames(poses, num_frames, self.settings.view_weight)
-            if len(chosen) == 0:
-                raise VlynxError("no frame has a finite pose", scene.root / "pose")
-            if len(chosen) == num_frames:
-                return chosen
-            # Fewer valid poses than frames: repeat them uniformly, as video sampling does for short clips.
-            return chosen[np.floor((np.arange(num_frames) + 0.5) * len(chosen) / num_frames).astype(int)]
-        # Uniform in frame order, the same rule as video sampling: frame nearest (i + 0.5) * N / F.
-        return np.floor((np.arange(num_frames) + 0.5) * total / num_frames).astype(int)

@@ -102,7 +102,8 @@ def compute_reference(
 
 
 class _VideoFrames(torch.utils.data.Dataset):
-    """Decodes and preprocesses one video per item (in DataLoader workers); errors become skip reasons."""
+    """Decodes and preprocesses one video (file or 3D scene folder, uniform frames) per item (in DataLoader
+    workers); errors become skip reasons."""
 
     def __init__(self, items: Sequence[tuple[Path, int]], frames_per_video: int, backbone: Backbone) -> None:
         self.items = items

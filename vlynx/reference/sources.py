@@ -1,4 +1,7 @@
-"""The reference videos, grouped by source (one benchmark or dataset each)."""
+"""The reference videos, grouped by source (one benchmark or dataset each).
+
+A reference "video" is a video file or a 3D scene folder (its colour frames, `vlynx.media.scene`).
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +23,8 @@ def video_sources(specs: Sequence[str | Path], names: Sequence[str] | None = Non
     """One `VideoSource` per spec (DIR | LIST.txt | ANNOT.json[l], see `vlynx.inputs.list_media`).
 
     `names` default to each spec's file or folder name (without suffix); they must be unique.
-    Raises `VlynxError` for a spec that is missing, lists no videos or lists files that do not exist.
+    A folder spec lists the video files and 3D scene folders below it. Raises `VlynxError` for
+    a spec that is missing, lists no videos or lists files that do not exist.
     """
     from vlynx.inputs import list_media, require_existing
 
@@ -32,7 +36,7 @@ def video_sources(specs: Sequence[str | Path], names: Sequence[str] | None = Non
         name = names[index] if names else (Path(spec).stem or Path(spec).name)
         videos = tuple(require_existing(list_media(spec), spec))
         if not videos:
-            raise VlynxError("lists no videos", spec)
+            raise VlynxError("lists no videos (video files or 3D scene folders with color/*.jpg)", spec)
         result.append(VideoSource(name, videos))
     seen = [s.name for s in result]
     duplicates = sorted({n for n in seen if seen.count(n) > 1})
