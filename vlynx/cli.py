@@ -18,6 +18,7 @@ from vlynx.errors import VlynxError
 
 COMMANDS = (  # in pipeline order, as `vlynx --help` lists them
     "vlynx.commands.demo",
+    "vlynx.commands.prepare",
     "vlynx.commands.reference",
     "vlynx.commands.align",
     "vlynx.commands.tune",
