@@ -203,15 +203,18 @@ def read_streams(backbone: Backbone, video: str | Path, sources: Mapping[str, st
 
     k is the modality's `images_per_frame` (e.g. depth + normals: 2). Modality frames are
     time-aligned with the sampled video frames; a modality with no
-    source of its own reads the video file (e.g. its audio track).
+    source of its own reads the video file (e.g. its audio track). When the video is a 3D
+    scene folder, its frames are chosen once (by the depth modality's `selection`, else
+    uniformly) and a modality reading scenes takes exactly those frames.
     """
     from vlynx.media import read_video
+    from vlynx.modalities.base import paired_frames, shared_scene_choice
 
-    clip = read_video(video, num_frames)
+    clip = read_video(video, num_frames, scene_choice=shared_scene_choice(transforms.values()))
     streams = {VIDEO_STREAM: backbone.preprocess_frames(clip.frames)}
     for name, transform in transforms.items():
         source = sources.get(name) or video
-        frames = np.asarray(transform.frames(source, num_frames, timestamps=clip.timestamps))
+        frames = np.asarray(paired_frames(transform, source, num_frames, clip))
         images = num_frames * images_per_frame(transform)
         if frames.ndim != 4 or frames.shape[0] != images or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise VlynxError(f"modality '{name}' made {frames.dtype} frames shaped {frames.shape}; expected uint8 "
