@@ -92,6 +92,7 @@ def test_music_avqa_and_sqa3d_references_from_annotation(tmp_path):
     assert report.metrics["Audio Counting"] == 100.0 and report.metrics["Overall"] == 100.0
     sqa = tmp_path / "sqa.json"
     sqa.write_text(json.dumps([{"id": "s", "video": "v.mp4", "question": "Is the door open?",
+                                "situation": "I face the bed.",
                                 "conversations": [{"from": "human", "value": "<image>\nI face the bed. Is the door open?"},
                                                   {"from": "gpt", "value": "yes"}]}]))
     report = evaluate(FakeModel({"door": "Yes."}), "sqa3d", sqa, tmp_path / "o2")

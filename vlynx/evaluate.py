@@ -25,6 +25,7 @@ from vlynx.errors import VlynxError
 from vlynx.files import write_text_atomic
 from vlynx.inputs import read_annotations
 from vlynx.metrics.report import ScoreReport
+from vlynx.metrics.entries import entry_id, entry_prompt_and_reference
 from vlynx.metrics.tasks import References, get_benchmark
 from vlynx.progress import log, progress
 from vlynx.stage_configs import EvalConfig
@@ -33,8 +34,18 @@ MEDIA_FIELDS = ("video", "audio", "depth")
 PREDICTIONS_FILE = "predictions.jsonl"
 
 
+PROTOCOLS = {
+    "generate": "free generation, the answer read from the text",
+    "likelihood": "forced choice: the option label the model gives the highest log-likelihood",
+}
+
+
 class Generator(Protocol):
     def generate(self, requests: list[dict[str, Any]]) -> list[str]: ...
+
+
+class OptionScorer(Protocol):
+    def option_loglikelihoods(self, request: dict[str, Any], options: list[str]) -> list[float]: ...
 
 
 @dataclass
@@ -48,33 +59,6 @@ class EvalItem:
 
 # ---------------------------------------------------------------- annotation -> requests
 
-def _turns(entry: dict[str, Any]) -> tuple[list[tuple[str, str]], str, str | None]:
-    """(earlier (question, answer) turns, last question, last answer or None) of one entry."""
-    conversations = entry.get("conversations")
-    if not conversations:
-        question = entry.get("question", entry.get("question_content", entry.get("question_text")))
-        if question is None:
-            raise ValueError("needs 'conversations' or a 'question' field")
-        answer = entry.get("answer")
-        return [], _strip_placeholder(str(question)), None if answer is None else str(answer)
-    history, question, answer = [], None, None
-    for turn in conversations:
-        role, value = turn.get("from"), str(turn.get("value", ""))
-        if role == "human":
-            if question is not None and answer is not None:
-                history.append((question, answer))
-            question, answer = _strip_placeholder(value), None
-        elif role == "gpt":
-            answer = value
-    if question is None:
-        raise ValueError("has no human turn")
-    return history, question, answer
-
-
-def _strip_placeholder(text: str) -> str:
-    return text.replace("<image>\n", "").replace("<image>", "").strip()
-
-
 def build_items(benchmark: str, data: str | Path, media_root: str | Path | None = None) -> list[EvalItem]:
     """One `EvalItem` per annotation entry; media paths resolve against `media_root`
     (default: the annotation file's folder). Raises VlynxError naming the entry on bad input."""
@@ -83,15 +67,12 @@ def build_items(benchmark: str, data: str | Path, media_root: str | Path | None 
     root = Path(media_root) if media_root is not None else data.parent
     items, seen = [], set()
     for index, entry in enumerate(read_annotations(data)):
-        item_id = entry.get("id", entry.get("question_id"))
+        item_id = None
         try:
-            if item_id is None:
-                raise ValueError("has no 'id'")
-            history, question, answer = _turns(entry)
-            reference = spec.reference_from_entry(entry, question, answer)
+            item_id = entry_id(spec, entry)
+            question, reference = entry_prompt_and_reference(spec, entry)
         except (ValueError, TypeError, KeyError, IndexError) as error:
-            raise VlynxError(f"entry {index} ({item_id}) {error}", data) from error
-        item_id = str(item_id)
+            raise VlynxError(f"entry {index}{f' ({item_id})' if item_id else ''} {error}", data) from error
         if item_id in seen:
             raise VlynxError(f"id {item_id!r} appears more than once; ids must be unique", data)
         seen.add(item_id)
@@ -100,7 +81,7 @@ def build_items(benchmark: str, data: str | Path, media_root: str | Path | None 
         # Only the inputs the entry has: a bundle reads a left-out modality from the video
         # (e.g. its audio track) and refuses inputs it has no adapter for.
         request = {field: str(root / entry[field]) for field in MEDIA_FIELDS if entry.get(field)}
-        request["question"] = spec.prompt(question, history, reference)
+        request["question"] = question
         items.append(EvalItem(item_id, request, reference))
     if not items:
         raise VlynxError("no entries to evaluate", data)
@@ -141,14 +122,20 @@ def _rewrite_jsonl(path: Path, predictions: dict[str, str]) -> None:
 
 # ---------------------------------------------------------------- the stage
 
-def evaluate(model: Generator, benchmark: str, data: str | Path, out_dir: str | Path,
-             media_root: str | Path | None = None, batch_size: int = 1, meteor: bool = True) -> ScoreReport:
-    """Generate answers for every question of `data` not yet in `out_dir/predictions.jsonl`,
-    score all of them, and write `results.json` and `results.md` to `out_dir`. Returns the report."""
+def evaluate(model: Generator | OptionScorer, benchmark: str, data: str | Path, out_dir: str | Path,
+             media_root: str | Path | None = None, batch_size: int = 1, meteor: bool = True,
+             protocol: str = "generate") -> ScoreReport:
+    """Answer every question of `data` not yet in `out_dir/predictions.jsonl`, score all of them, and
+    write `results.json` and `results.md` (both name the protocol) to `out_dir`. Returns the report.
+
+    `protocol` "generate": the model's `generate` answers in free text (batches of `batch_size`);
+    "likelihood" (benchmarks with options): the model's `option_loglikelihoods` scores each option's
+    label as the answer and the highest is the prediction (`choose_option`)."""
     if batch_size < 1:
         raise VlynxError("batch size must be at least 1")
     spec = get_benchmark(benchmark)
     items = build_items(benchmark, data, media_root)
+    check_protocol(protocol, benchmark, items[0].reference)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     predictions_path = out_dir / PREDICTIONS_FILE
@@ -158,23 +145,52 @@ def evaluate(model: Generator, benchmark: str, data: str | Path, out_dir: str | 
         log.info("resuming: %d of %d questions already answered", len(items) - len(pending), len(items))
 
     consumed = _consumed_fields(model, pending)
-    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
+    size = batch_size if protocol == "generate" else 1  # likelihood batches a question's options instead
+    batches = [pending[i:i + size] for i in range(0, len(pending), size)]
     with predictions_path.open("a", encoding="utf-8") as file:
         for batch in progress(batches, desc=f"eval {benchmark}", total=len(batches), unit="batch"):
-            answers = model.generate([{k: v for k, v in item.request.items() if k in consumed} for item in batch])
-            if len(answers) != len(batch):
-                raise RuntimeError(f"model returned {len(answers)} answers for {len(batch)} requests")
-            for item, answer in zip(batch, answers):
-                predictions[item.id] = str(answer)
-                file.write(json.dumps({"question_id": item.id, "text": str(answer)}) + "\n")
+            requests = [{k: v for k, v in item.request.items() if k in consumed} for item in batch]
+            if protocol == "generate":
+                records = [{"text": str(answer)} for answer in model.generate(requests)]
+            else:
+                records = [choose_option(model, request, spec.option_labels(item.reference))
+                           for item, request in zip(batch, requests)]
+            if len(records) != len(batch):
+                raise RuntimeError(f"model returned {len(records)} answers for {len(batch)} requests")
+            for item, record in zip(batch, records):
+                predictions[item.id] = record["text"]
+                file.write(json.dumps({"question_id": item.id, **record}) + "\n")
             # Flushed per batch so an interrupted run resumes from here.
             file.flush()
 
     references: References = {item.id: item.reference for item in items}
     report = spec.score(references, predictions, meteor=meteor)
+    report.protocol = protocol
     write_text_atomic(out_dir / "results.json", report.to_json() + "\n")
     write_text_atomic(out_dir / "results.md", report.to_markdown())
     return report
+
+
+def check_protocol(protocol: str, benchmark: str, reference: dict[str, Any]) -> None:
+    """A VlynxError unless `protocol` is known and, for "likelihood", the benchmark has options."""
+    if protocol not in PROTOCOLS:
+        raise VlynxError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    if protocol == "likelihood" and get_benchmark(benchmark).option_labels(reference) is None:
+        raise VlynxError(f"--protocol likelihood needs a benchmark with options (avqa); {benchmark} has none: "
+                         "use --protocol generate")
+
+
+def choose_option(model: OptionScorer, request: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """The forced-choice prediction of one question: {"text": the label with the highest log-likelihood
+    as the model's answer, "option_loglikelihoods": label -> summed log-probability}.
+
+    As the authors' AVQA evaluation: the options are listed in the prompt and the model's answer is
+    scored over their letters; a letter is one token, so its log-likelihood needs no length normalising."""
+    scores = model.option_loglikelihoods(request, labels)
+    if len(scores) != len(labels):
+        raise RuntimeError(f"model returned {len(scores)} log-likelihoods for {len(labels)} options")
+    best = max(range(len(labels)), key=lambda i: scores[i])  # the first of equal scores, deterministically
+    return {"text": labels[best], "option_loglikelihoods": dict(zip(labels, map(float, scores)))}
 
 
 def _consumed_fields(model: Generator, items: list[EvalItem]) -> set[str]:
@@ -201,7 +217,8 @@ def run_eval(config: EvalConfig) -> ScoreReport:
     started = time.time()
     config = config.resolved()
     config.check()
-    build_items(config.benchmark, config.data, config.media_root)
+    items = build_items(config.benchmark, config.data, config.media_root)
+    check_protocol(config.protocol, config.benchmark, items[0].reference)
     out = Path(config.out)
     if (out / PREDICTIONS_FILE).is_file() and not (config.resume or config.overwrite):
         raise VlynxError("holds the predictions of an earlier run: pass --resume to continue it (answered "
@@ -218,6 +235,6 @@ def run_eval(config: EvalConfig) -> ScoreReport:
             raise VlynxError(f"cannot load bundles in this installation: {error}") from error
         model = VLynx.from_pretrained(config.model, trust_remote_code=config.trust_remote_code)
         report = evaluate(model, config.benchmark, config.data, out, media_root=config.media_root,
-                          batch_size=config.batch_size, meteor=config.meteor)
+                          batch_size=config.batch_size, meteor=config.meteor, protocol=config.protocol)
         save_run(config, out, started, scores=report.metrics, identity=identity)
     return report

@@ -269,6 +269,10 @@ class EvalConfig(StageConfig):
     media_root: str | None = field(default=None, metadata=flag(
         "folder the media paths are relative to (default: the annotation file's folder)"))
     batch_size: int = field(default=1, metadata=flag("requests per generate call"))
+    protocol: str = field(default="generate", metadata=flag(
+        "generate: free generation, the answer read from the text; likelihood (benchmarks with options: "
+        "avqa): forced choice, the option letter with the highest log-likelihood as the answer",
+        choices=["generate", "likelihood"]))
     meteor: bool = field(default=True, metadata=flag("skip METEOR (saves a JVM start)", "--no-meteor"))
     resume: bool = field(default=False, metadata=flag("continue the run in OUT: questions already answered are kept"))
     overwrite: bool = field(default=False, metadata=flag("remove OUT and start over"))

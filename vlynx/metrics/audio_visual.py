@@ -30,10 +30,12 @@ class AVSD(Benchmark):
 
     References: the DSTC7 test file `{"dialogs": [{"image_id", "dialog": [{"question", "answer"}, ...]}]}`
     (the last turn's answer; a list there is taken as several references), or an annotation entry's
-    last gpt turn. The prompt carries an entry's earlier turns as "Q: ...\\nA: ..." lines.
+    `answers` (else its last gpt turn). The prompt carries an entry's earlier turns as "Q: ...\\nA: ..." lines.
     """
 
     name = "avsd"
+    entry_answer_keys = ("answers",)
+    alias_keys = ("image_id",)  # PAVE's and the authors' AVSD predictions: one per dialog, by video id
 
     def reference(self, record: dict[str, Any], answer: Any, question: str | None) -> dict[str, Any]:
         return {"answers": self._answer_list(answer)}
@@ -75,6 +77,7 @@ class AVQA(Benchmark):
     id_keys = ("id", "question_id")
     answer_keys = ("answer",)
     entry_answer_keys = ("answer",)
+    video_id_keys = ("image_id", "video_name", "video_id")
 
     def reference(self, record: dict[str, Any], answer: Any, question: str | None) -> dict[str, Any]:
         choices = [str(c) for c in require_field(record, ("multi_choice", "choices", "options"), "choices")]
@@ -99,6 +102,9 @@ class AVQA(Benchmark):
         if all(f"{LETTERS[i]}." in question for i in range(len(choices))):
             options = ""  # the annotation already lists the options
         return "\n".join(part for part in (question, options, MULTIPLE_CHOICE_INSTRUCTION) if part)
+
+    def option_labels(self, reference: dict[str, Any]) -> list[str] | None:
+        return list(LETTERS[:len(reference["choices"])])
 
     def entry_prompt(self, entry: dict[str, Any]) -> str:
         choices = entry.get("multi_choice")
@@ -172,12 +178,16 @@ class MusicAVQA(Benchmark):
 
     References: the dataset's `avqa-test.json` `[{"question_id", "video_id", "type": "[\\"Audio\\",
     \\"Counting\\"]", "question_content", "anser"}]` (`answer` accepted for `anser`), or an annotation
-    entry with that `type` and an `anser` (else its last gpt turn).
+    entry with that `type` and an `anser` (else its last gpt turn). The prompt is the entry's `question`,
+    else its `question_content` filled from `templ_values` (`fill_template`); a placeholder left unfilled
+    is an error. Predictions named by a video (`image_id`, `video_id`) are refused: several questions
+    share a video.
     """
 
     name = "music-avqa"
     answer_keys = ("anser", "answer")
     entry_answer_keys = ("anser",)
+    video_id_keys = ("image_id", "video_id")
 
     def reference(self, record: dict[str, Any], answer: Any, question: str | None) -> dict[str, Any]:
         value = record.get("type")
@@ -191,6 +201,9 @@ class MusicAVQA(Benchmark):
 
     def prompt(self, question: str, history: list[tuple[str, str]], reference: dict[str, Any]) -> str:
         return require_filled(question)
+
+    def has_own_question(self, entry: dict[str, Any]) -> bool:
+        return entry.get("question") is not None or entry.get("question_content") is not None
 
     def entry_prompt(self, entry: dict[str, Any]) -> str:
         if entry.get("question") is None and entry.get("question_content") is not None:

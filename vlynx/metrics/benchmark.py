@@ -33,6 +33,10 @@ class Benchmark(abc.ABC):
     answer_keys: ClassVar[tuple[str, ...]] = ()  # a reference-file record's answer
     # An annotation entry's own answer field, preferred to its conversation's last answer.
     entry_answer_keys: ClassVar[tuple[str, ...]] = ()
+    # Fields of an entry that other tools' prediction files name it by (used when unique).
+    alias_keys: ClassVar[tuple[str, ...]] = ("question_id",)
+    # Prediction-file id fields that name a video, not a question, for this benchmark: refused.
+    video_id_keys: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def reference(self, record: dict[str, Any], answer: Any, question: str | None) -> dict[str, Any]:
@@ -47,6 +51,14 @@ class Benchmark(abc.ABC):
     def prompt(self, question: str, history: list[tuple[str, str]], reference: dict[str, Any]) -> str:
         """The user text sent to the model for the last `question` of an entry (after `history` turns)."""
         return question
+
+    def has_own_question(self, entry: dict[str, Any]) -> bool:
+        """Whether `entry_prompt` builds the entry's prompt (a prepared entry), rather than its last human turn."""
+        return entry.get("question") is not None
+
+    def option_labels(self, reference: dict[str, Any]) -> list[str] | None:
+        """The labels a forced-choice answer picks among (e.g. AVQA's letters), None when it has no options."""
+        return None
 
     def entry_prompt(self, entry: dict[str, Any]) -> str:
         """The user text (without `<image>`) for a prepared entry, built from its own fields: the text

@@ -35,6 +35,11 @@ class EgoExoProficiency(Benchmark):
     id_keys = ("take_uid", "id", "question_id")
     answer_keys = ("proficiency_score", "label", "answer")
     entry_answer_keys = ("proficiency_score",)
+    alias_keys = ("take_uid",)  # the authors' predictions name a take by `image_id` = its take_uid
+
+    def has_own_question(self, entry: dict[str, Any]) -> bool:
+        # A take carries no question of its own: without a conversation it is asked PROFICIENCY_QUESTION.
+        return entry.get("question") is not None or not entry.get("conversations")
 
     def reference(self, record: dict[str, Any], answer: Any, question: str | None) -> dict[str, Any]:
         label = str(self._answer(answer))

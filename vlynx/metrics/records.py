@@ -51,20 +51,29 @@ def dstc7_last_answers(path: str | Path, data: dict[str, Any]) -> dict[str, list
     return answers
 
 
-def read_predictions(path: str | Path) -> dict[str, str]:
+def read_predictions(path: str | Path, video_id_keys: tuple[str, ...] = ()) -> dict[str, str]:
     """id -> generated text from a predictions file.
 
     Reads JSONL or a JSON list of objects with an id (`question_id`, `id`, `image_id` or
     `take_uid`) and a text (`text`, `pred`, `prediction`, `caption` or `response`) — the
     LLaVA-3D/LEO `{"question_id", "text"}` lines and PAVE's `{"image_id", "caption"}` lists —
     or a DSTC7-AVSD result file `{"dialogs": [{"image_id", "dialog": [..., {"answer"}]}]}`
-    (the last turn's answer). Duplicate ids are an error.
+    (the last turn's answer). Duplicate ids are an error. A record whose only id is one of
+    `video_id_keys` (for AVQA and MUSIC-AVQA, PAVE's `image_id` and the authors' `video_id` name a
+    video that several questions share) is refused: it cannot be paired with a question.
     """
     data = read_json_records(path)
     if is_dstc7(data):
         return {item_id: answers[0] for item_id, answers in dstc7_last_answers(path, data).items()}
     predictions: dict[str, str] = {}
     for index, record in enumerate(as_records(data, path, "prediction")):
+        if first_field(record, ("question_id", "id")) is None:
+            named_by = [key for key in video_id_keys if key in record]
+            if named_by:
+                raise VlynxError(f"record {index} is named by '{named_by[0]}', a video id that several questions "
+                                 "share, not by a question id: this file (e.g. PAVE's or the authors' MUSIC-AVQA "
+                                 "eval output) cannot be paired with questions; write {question_id, text} per "
+                                 "question (as `vlynx eval` does)", path)
         try:
             item_id = require_field(record, PREDICTION_ID_KEYS, "id")
             text = require_field(record, PREDICTION_TEXT_KEYS, "prediction text")

@@ -38,7 +38,8 @@ class ScoreReport:
     `metrics` holds the headline numbers, in percent (CIDEr x 100 as papers print it);
     `counts` the number of references each metric averages over; `missing`/`extra` the ids
     that could not be paired (see `pair_by_id`); `unparsed` the ids whose answer named no
-    valid option or class (counted wrong).
+    valid option or class (counted wrong); `protocol` how the answers were obtained, when known
+    (`vlynx eval`: "generate" or "likelihood").
     """
 
     benchmark: str
@@ -49,10 +50,12 @@ class ScoreReport:
     missing: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
     unparsed: list[str] = field(default_factory=list)
+    protocol: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "benchmark": self.benchmark,
+            **({"protocol": self.protocol} if self.protocol else {}),
             "metrics": self.metrics,
             "counts": self.counts,
             "num_references": self.num_references,
@@ -67,7 +70,10 @@ class ScoreReport:
 
     def to_markdown(self, max_ids: int = 10) -> str:
         """A markdown table of the metrics followed by the pairing summary."""
-        lines = [f"## {self.benchmark}", "", "| metric | value | n |", "|---|---:|---:|"]
+        lines = [f"## {self.benchmark}", ""]
+        if self.protocol:
+            lines += [f"Protocol: {self.protocol}.", ""]
+        lines += ["| metric | value | n |", "|---|---:|---:|"]
         for name, value in self.metrics.items():
             lines.append(f"| {name} | {value:.2f} | {self.counts.get(name, self.num_references)} |")
         lines += ["", f"{self.num_references} references, {self.num_predictions} predictions."]

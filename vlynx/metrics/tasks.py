@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlynx.errors import VlynxError
+from vlynx.inputs import read_json_records
 from vlynx.metrics.audio_visual import (
     AVQA,
     AVSD,
@@ -16,6 +17,7 @@ from vlynx.metrics.audio_visual import (
 )
 from vlynx.metrics.avut import AVUT
 from vlynx.metrics.benchmark import Benchmark, Metrics, References
+from vlynx.metrics.entries import is_annotation, predictions_by_entry_id, read_entry_references
 from vlynx.metrics.proficiency import (
     PROFICIENCY_CLASSES,
     PROFICIENCY_QUESTION,
@@ -46,6 +48,14 @@ def get_benchmark(name: str) -> Benchmark:
 
 def score_files(benchmark: str, predictions_path: str | Path, references_path: str | Path,
                 meteor: bool = True) -> ScoreReport:
-    """Read a predictions file and a references file in the benchmark's community format and score them."""
+    """Read a predictions file and a references file and score them. The references are the benchmark's
+    community reference file, or the annotation file `vlynx eval --data` reads (references by the same
+    rule; predictions named by an entry's unique alias, e.g. AVSD's `image_id`, are paired with it)."""
     spec = get_benchmark(benchmark)
-    return spec.score(spec.read_references(references_path), read_predictions(predictions_path), meteor=meteor)
+    predictions = read_predictions(predictions_path, spec.video_id_keys)
+    data = read_json_records(references_path, "reference file")
+    if isinstance(data, list) and all(isinstance(r, dict) for r in data) and is_annotation(data):
+        entries = read_entry_references(spec, data, references_path)
+        return spec.score(entries.references, predictions_by_entry_id(predictions, entries, predictions_path),
+                          meteor=meteor)
+    return spec.score(spec.read_references(references_path), predictions, meteor=meteor)
