@@ -189,6 +189,44 @@ class VLynx:
         _warn_if_empty(answers)
         return answers
 
+    def option_loglikelihoods(self, request: Mapping[str, Any], options: Sequence[str]) -> list[float]:
+        """Each option's log-likelihood as the model's answer to `request` ({"video", "question", ...}):
+        the summed log-probabilities of the option's tokens right after the prompt `generate` would use
+        (same chat template, same media blocks), not length-normalised. The options run as one batch.
+        Forced choice picks the argmax (`vlynx eval --protocol likelihood`)."""
+        if not options:
+            raise VlynxError("no options to score")
+        prompt = self._prompt(0, request, False)
+        answers = [self.backbone.tokenizer(str(option), add_special_tokens=False)["input_ids"] for option in options]
+        if not all(answers):
+            raise VlynxError(f"an option has no tokens: {list(options)!r}")
+        context = _context_length(self.backbone)
+        length = len(prompt) - 1 + self._media_tokens() + max(len(a) for a in answers)
+        if context is not None and length > context:
+            raise VlynxError(f"prompt and longest option are {length} tokens, the model's context is {context}")
+        return self._option_loglikelihoods(prompt, answers, self._read_media([request]))
+
+    @torch.no_grad()
+    def _option_loglikelihoods(self, prompt: list[int], answers: list[list[int]],
+                               streams: dict[str, torch.Tensor]) -> list[float]:
+        backbone = self.backbone
+        backbone.model.eval()
+        group = {m: images_per_frame(self.transforms[m]) for m in self.modalities}
+        blocks = [b.expand(len(answers), *b.shape[1:])  # one question's media, shared by every option
+                  for b in encode_blocks(backbone, streams, self.modalities, group=group)]
+        # Left padding puts every option's tokens at the end, so only the last positions need logits.
+        inputs = splice_blocks(backbone, [prompt + answer for answer in answers], blocks, padding_side="left")
+        positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+        keep = max(len(a) for a in answers) + 1
+        logits = backbone.model(**inputs, position_ids=positions, logits_to_keep=keep).logits  # (N, keep, V)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        scores = []
+        for row, answer in enumerate(answers):
+            # The logits at position t predict token t + 1: the answer's tokens are the last len(answer).
+            predicting = log_probs[row, keep - 1 - len(answer):keep - 1]  # (len(answer), V)
+            scores.append(float(predicting.gather(-1, torch.as_tensor(answer, device=predicting.device)[:, None]).sum()))
+        return scores
+
     def _prompt(self, number: int, request: Mapping[str, Any], numbered: bool) -> list[int]:
         """One request's checked prompt ids (its single image token stands for the media blocks).
 
