@@ -204,6 +204,7 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
     settings = loss_settings(config)
     modality = get_modality(config.modality, **config.modality_settings)
     paths = alignment_inputs(config.data, config.modality, config.media_root)
+    eval_paths = alignment_inputs(config.eval_data, config.modality, config.media_root) if config.eval_data else []
     if not Path(config.reference).is_file():
         raise VlynxError("reference statistics file not found (`vlynx reference` writes it)", config.reference)
     out, checkpoints = Path(config.out), checkpoint_dir_for(config.out, config.checkpoint_dir)
@@ -231,6 +232,10 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
         dataset = ModalityFrames(paths, modality, backbone, frames, config.skip_bad_items)
         model = AlignmentModel(backbone, config.modality, reference, settings, modality.images_per_frame)
         trainer = _trainer_class()(model=model, args=args, train_dataset=dataset, callbacks=list(callbacks))
+        if eval_paths:  # the interface gap on held-out inputs, logged through the Trainer (vlynx.diagnose.monitor)
+            from vlynx.diagnose.monitor import attach_gap_monitor, gap_curve
+
+            attach_gap_monitor(trainer, backbone, config, modality, eval_paths, frames, reference, settings)
         show_progress(trainer, f"align {config.modality}")
         log.info("aligning '%s' on %d inputs x %d frames; reference %s", config.modality, len(dataset), frames,
                  config.reference)
@@ -238,7 +243,8 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
 
         final = _final_losses(trainer.state.log_history)
         if trainer.is_world_process_zero():
-            _write_output(backbone, config, reference, final, trainer.state.global_step, frames, started, identity)
+            _write_output(backbone, config, reference, final, trainer.state.global_step, frames, started, identity,
+                          gap_curve(trainer.state.log_history) if eval_paths else None)
     return AlignResult(out=out, final_losses=final, steps=trainer.state.global_step)
 
 
@@ -250,7 +256,8 @@ def _final_losses(history: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final: dict[str, float],
-                  steps: int, frames: int, started: float, identity: dict[str, Any]) -> None:
+                  steps: int, frames: int, started: float, identity: dict[str, Any],
+                  interface_gap: list[dict[str, Any]] | None = None) -> None:
     """The PEFT adapter, the resolved config and the run record, all replacing `config.out` at once."""
     from vlynx.files import atomic_directory, ordinary_permissions
 
@@ -266,4 +273,4 @@ def _write_output(backbone: Backbone, config: AlignConfig, reference: Any, final
         reference_record = {"path": str(config.reference), "fingerprint": reference.fingerprint,
                             "frames_per_video": reference.frames_per_video, "counts": reference.counts}
         save_run(config, staging, started, adapter_name=config.modality, frames=frames, steps=steps,
-                 final_losses=final, reference=reference_record, identity=identity)
+                 final_losses=final, reference=reference_record, identity=identity, interface_gap=interface_gap)

@@ -140,6 +140,8 @@ class AlignConfig(TrainingConfig):
 
     STAGE = "align"
     REQUIRED = ("model", "modality", "data", "reference", "out")
+    # the gap monitor only observes: the adapter is the same with or without it (tests/test_diagnose_monitor.py)
+    RESULT_FREE = (*TrainingConfig.RESULT_FREE, "eval_data", "eval_steps")
 
     model: str = field(default="", metadata=flag("preset, hub id or checkpoint dir of the Video LLM"))
     modality: str = field(default="", metadata=flag("modality name (audio, depth, hfr, egocentric or a plug-in)"))
@@ -180,6 +182,11 @@ class AlignConfig(TrainingConfig):
     vision_alpha: float | None = field(default=None, metadata=flag("vision LoRA alpha (default: 2 x rank)",
                                                                    "--vision-alpha", "--lora-alpha"))
     vision_dropout: float = field(default=0.05, metadata=flag("vision LoRA dropout"))
+    # the interface-gap monitor (vlynx.diagnose.monitor)
+    eval_data: str | None = field(default=None, metadata=flag(
+        "held-out modality inputs (DIR | LIST.txt | ANNOT.json[l]) whose interface gap (eq. 6 per layer, eq. 8) "
+        "is logged during training"))
+    eval_steps: int = field(default=50, metadata=flag("log the interface gap on --eval-data every N steps"))
 
     def resolved(self) -> AlignConfig:
         if self.vision_alpha is not None:
@@ -194,6 +201,8 @@ class AlignConfig(TrainingConfig):
             raise VlynxError("frames must be >= 1")
         if self.vision_rank < 1:
             raise VlynxError("vision_rank must be >= 1")
+        if self.eval_steps < 1:
+            raise VlynxError(f"eval_steps must be >= 1 (got {self.eval_steps})")
 
 
 @dataclass
