@@ -177,7 +177,8 @@ def test_sqa3d_situation_in_the_prompt_type_and_answer_strings(tmp_path):
         {"question_id": 220602000002, "scene_id": "scene0050_00",
          "answers": [{"answer": "piano", "answer_confidence": "yes", "answer_id": 1}]}]})
     scene(tmp_path / "scans" / "scene0050_00")
-    entries = run(tmp_path, "sqa3d", "--split", "test", "--media-root", str(tmp_path / "scans"))
+    # "sqa_task/../scans" lies under the output folder: the path is written relative, without ".."
+    entries = run(tmp_path, "sqa3d", "--split", "test", "--media-root", str(tmp_path / "sqa_task" / ".." / "scans"))
     assert entries[0] == {
         "id": "220602000002", "video": "scans/scene0050_00",
         "conversations": [human("I am standing by the ottoman facing a couple of toolboxes. "
@@ -202,7 +203,8 @@ def test_egoexo_exo_view_is_the_video_ego_view_the_egocentric_modality(tmp_path)
     write_json(tmp_path / "annotations" / "proficiency_demonstrator_val.json", {"annotations": [
         {"take_uid": "a1b2", "take_name": "cmu_bike01_2", "scenario_name": "Bike Repair", "task_name": "Fix a flat",
          "proficiency_score": "Intermediate Expert",
-         "video_paths": {"ego": f"{take}/aria01_214-1.mp4", "exo2": f"{take}/cam02.mp4", "exo1": f"{take}/cam01.mp4"}}]})
+         "video_paths": {"ego": f"{take}/aria01_214-1.mp4", "exo2": f"{take}/cam02.mp4",
+                         "exo1": f"{take}/cam01.mp4"}}]})
     touch(tmp_path / take / "downscaled" / "448" / "cam01.mp4")  # downscaled exo view
     touch(tmp_path / take / "aria01_214-1.mp4")  # full-size ego view only
     (entry,) = run(tmp_path, "egoexo-proficiency", "--split", "val")

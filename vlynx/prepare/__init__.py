@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,9 @@ def prepare(name: str, release: str | Path, split: str, out: str | Path, media_r
     """Read split `split` of benchmark `name` from the release folder `release` (media under `media_root`,
     default the release folder) and write the annotation file `out` (a JSON list of entries)."""
     preparer = get_preparer(name, split)
-    release, out = Path(release).absolute(), Path(out).absolute()
-    media_root = release if media_root is None else Path(media_root).absolute()
+    # abspath also normalises "..", so "lies under the output folder" is decided on the real layout
+    release, out = Path(os.path.abspath(release)), Path(os.path.abspath(out))
+    media_root = release if media_root is None else Path(os.path.abspath(media_root))
     if out.exists() and not overwrite:
         raise VlynxError("exists; pass --overwrite to replace it", out)
     for folder, what in ((release, "release"), (media_root, "media root")):
@@ -95,8 +97,8 @@ def prepare(name: str, release: str | Path, split: str, out: str | Path, media_r
 
 def check_unique_ids(items: list[Item], release: Path) -> None:
     """Every item's id is unique; else a VlynxError naming the repeated ids."""
-    seen: set[str] = set()
-    repeated = sorted({item.id for item in items if item.id in seen or seen.add(item.id)})
+    counts = Counter(item.id for item in items)
+    repeated = sorted(item_id for item_id, count in counts.items() if count > 1)
     if repeated:
         raise VlynxError(f"{len(repeated)} ids appear more than once: {', '.join(repeated[:MISSING_SHOWN])}", release)
 

@@ -19,7 +19,7 @@ the answer's letter, which the prompt (`vlynx.metrics.avut.AVUT.entry_prompt`) a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import PurePosixPath, Path
+from pathlib import Path, PurePosixPath
 
 from vlynx.errors import VlynxError
 from vlynx.metrics.avut import OPTION_KEYS

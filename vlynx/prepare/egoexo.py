@@ -22,7 +22,7 @@ benchmark's proficiency question.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import PurePosixPath, Path
+from pathlib import Path, PurePosixPath
 
 from vlynx.errors import VlynxError
 from vlynx.prepare.base import Item, Preparer, need, read_release_json, record_list, release_file
@@ -60,5 +60,6 @@ def items(release: Path, split: str, media_root: Path) -> Iterator[Item]:
         yield Item(fields=fields, media=media, answer=label)
 
 
-PREPARER = Preparer(name="egoexo-proficiency", splits=("train", "val"), items=items,
-                    reads="annotations/proficiency_demonstrator_{train,val}.json; takes/ (exo1 = video, ego = egocentric)")
+PREPARER = Preparer(
+    name="egoexo-proficiency", splits=("train", "val"), items=items,
+    reads="annotations/proficiency_demonstrator_{train,val}.json; takes/ (exo1 = video, ego = egocentric)")
