@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                         "placeholder in it puts the video there instead)")
     parser.add_argument("--model", required=True, help="bundle directory (from `vlynx tune --out`), or a base "
                         "model alone: miniworld, a preset, a hub id or a checkpoint directory")
-    parser.add_argument("--video", required=True, help="the video file")
+    parser.add_argument("--video", required=True, help="the video file, or a 3D scene folder (color/, depth/, pose/)")
     parser.add_argument("--audio", help="audio file for the audio modality (default: the video's own track)")
     parser.add_argument("--depth", help="depth scene folder for the depth modality")
     parser.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
@@ -89,7 +89,7 @@ def _check_input(args: argparse.Namespace, sources: dict[str, str]) -> None:
     for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--frames", args.frames)):
         if value is not None and value < 1:
             raise VlynxError(f"{flag} must be at least 1, got {value}")
-    if not Path(args.video).is_file():
+    if not Path(args.video).exists():  # a file, or a 3D scene folder (vlynx.media.scene)
         raise VlynxError("video file not found", args.video)
     for name, value in sources.items():
         if not Path(value).exists():
