@@ -35,9 +35,10 @@ def items(release: Path, split: str, media_root: Path) -> Iterator[Item]:
         answer = str(need(record, "answer", index, path)).strip().upper()
         if answer not in ("A", "B", "C", "D"):
             raise VlynxError(f"record {index} (QA_id {qa_id}) has answer {record['answer']!r}, not A-D", path)
-        fields = {"id": str(qa_id), "QA_id": qa_id, "video_id": record.get("video_id"),
-                  "video_type": record.get("video_type"), "task_type": str(need(record, "task_type", index, path)),
-                  "question": str(need(record, "question", index, path))}
+        fields = {"id": str(qa_id), "QA_id": qa_id}
+        fields.update({key: record[key] for key in ("video_id", "video_type") if record.get(key) is not None})
+        fields["task_type"] = str(need(record, "task_type", index, path))
+        fields["question"] = str(need(record, "question", index, path))
         fields.update({key: str(need(record, key, index, path)) for key in OPTION_KEYS})
         fields["answer"] = answer
         video = PurePosixPath(str(need(record, "video_path", index, path)))
