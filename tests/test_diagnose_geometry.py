@@ -37,7 +37,7 @@ def test_table_b1_of_hand_made_embeddings():
     # six pairs, only (vocab row 3, frame 2) has cos 1/sqrt(2)
     assert table["vocab_frame_cosine"] == pytest.approx(1 - (1 / math.sqrt(2)) / 6)
     assert table["vocab_mean_norm"] == pytest.approx(math.sqrt(2 ** 2 + 3 ** 2 + 0.5 ** 2) / 3)
-    assert table["frame_mean_norm"] == pytest.approx(math.sqrt(0.5 ** 2 + 4 ** 2)  # mean (0, 0, 0.5, 4))
+    assert table["frame_mean_norm"] == pytest.approx(math.sqrt(0.5 ** 2 + 4 ** 2))  # mean (0, 0, 0.5, 4)
     s = 1 / math.sqrt(2)
     centroid_vocab = [1 / 3, 1 / 3, 1 / 3, 0]
     centroid_frames = [0, 0, s / 2, (1 + s) / 2]
