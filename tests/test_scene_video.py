@@ -173,12 +173,20 @@ def test_bad_scenes_are_one_clear_error(tmp_path):
         read_video(tmp_path / "plain", 2)
     scene = write_scene(tmp_path / "gap")
     (scene / "depth" / "3.png").unlink()
-    with pytest.raises(VlynxError, match="gap: colour and depth frames do not match: 1 frame.* no depth file, e.g. 3.jpg"):
+    with pytest.raises(VlynxError, match="gap: colour and depth frames do not match: 1 frame.* no depth file, e.g. 3"):
         read_video(scene, 2)
     scene = write_scene(tmp_path / "broken")
     (scene / "color" / "1.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(VlynxError, match="1.jpg: cannot decode colour frame"):
         read_video(scene, 3)
+    scene = write_scene(tmp_path / "colour_only")
+    for folder in ("depth", "pose"):
+        for file in (scene / folder).iterdir():
+            file.unlink()
+        (scene / folder).rmdir()
+    assert colour_frames(read_video(scene, 2).frames) == [2, 6]  # a video needs colour alone
+    with pytest.raises(VlynxError, match="colour_only: no .png depth maps found"):
+        get_modality("depth").frames(scene, 2)
     scene = write_scene(tmp_path / "posed")
     (scene / "pose" / "5.txt").unlink()
     with pytest.raises(VlynxError, match="pose: 1 frame.* have no pose file, e.g. 5.txt"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -70,31 +71,34 @@ def is_scene_folder(path: str | Path) -> bool:
     return (Path(path) / "color").is_dir()
 
 
-def read_scene(path: str | Path, need: str) -> Scene:
-    """The frames of a scene folder; `need` ("color" or "depth") is the stream the caller reads.
+def read_scene(path: str | Path, need: Literal["color", "depth"]) -> Scene:
+    """The frames of a scene folder; `need` is the stream the caller reads (a plain folder of
+    PNG depth maps serves "depth" only).
 
     Raises `VlynxError` naming the folder when it is missing, lacks the needed stream, or when
     colour, depth and pose files do not match frame for frame.
     """
     root = Path(path)
-    what = "video" if need == "color" else "depth input"
     if not root.exists():
-        raise VlynxError(f"{what} not found", root)
+        raise VlynxError("video not found" if need == "color" else "depth input not found", root)
     if not root.is_dir():
-        raise VlynxError(f"{what} must be a file or a 3D scene folder" if need == "color" else
+        raise VlynxError("video must be a file or a 3D scene folder" if need == "color" else
                          "depth input must be a ScanNet scene folder or a folder of 16-bit PNG depth maps", root)
     color = _frames_by_id(root / "color", _COLOR_SUFFIXES) if is_scene_folder(root) else None
-    depth_dir = root / "depth" if (root / "depth").is_dir() else root
-    depth = _frames_by_id(depth_dir, {".png"}) if color is None or depth_dir != root else None
+    if (root / "depth").is_dir():
+        depth_dir = root / "depth"
+    else:
+        depth_dir = root if color is None else None  # a plain folder of depth maps, or colour alone
+    depth = _frames_by_id(depth_dir, {".png"}) if depth_dir is not None else None
     if need == "color" and color is None:
         raise VlynxError(f"is a folder but not a video or a 3D scene ({_LAYOUT})", root)
     if need == "color" and not color:
         raise VlynxError("no colour frames (.jpg) found", root / "color")
     if need == "depth" and not depth:
-        raise VlynxError("no .png depth maps found (expected depth/*.png or *.png)", depth_dir)
-    ids = list(color or depth)
+        raise VlynxError("no .png depth maps found (expected depth/*.png or *.png)", depth_dir or root)
     if color and depth is not None:
         _require_same_frames(color, depth, root)
+    ids = list(color or depth)
     poses = None
     if (root / "pose").is_dir():
         poses = tuple(root / "pose" / f"{frame}.txt" for frame in ids)

@@ -73,6 +73,7 @@ class Modality(ABC):
 
         `timestamps` (seconds, e.g. `VideoClip.timestamps` of the paired video) asks for
         frames aligned in time with those video frames; modalities without a clock ignore it.
+        It is None when there is no paired video or the video is a 3D scene (no clock).
         """
 
     def padding(self, source: str | Path, num_frames: int, timestamps: np.ndarray | None = None) -> np.ndarray:
