@@ -113,6 +113,23 @@ def test_read_streams_gives_video_and_depth_the_same_frames(tmp_path, tiny_backb
     assert torch.equal(streams["depth"], tiny_backbone.preprocess_frames(np.stack(turbo).copy()))
 
 
+def test_prepared_scanqa_entry_reads_as_an_example(tmp_path, tiny_backbone):
+    from vlynx.conversation import load_examples
+
+    scene = write_scene(tmp_path / "scenes" / "scene0000_00", "frames_square")
+    entry = {"id": "q1", "video": "scenes/scene0000_00", "depth": "scenes/scene0000_00", "scene_id": "scene0000_00",
+             "conversations": [{"from": "human", "value": "<image>\nWhat is on the table?"},
+                               {"from": "gpt", "value": "a lamp"}]}
+    (tmp_path / "scanqa.json").write_text(json.dumps([entry]))
+    [example] = load_examples(tmp_path / "scanqa.json", ["depth"])
+    assert example.video == example.sources["depth"] == scene
+    streams = read_streams(tiny_backbone, example.video, example.sources, {"depth": get_modality("depth")}, 2)
+    colour = [np.asarray(Image.open(scene / "color" / f"{frame}.jpg").convert("RGB")) for frame in (40, 120)]
+    assert torch.equal(streams["video"], tiny_backbone.preprocess_frames(np.stack(colour)))  # frames 2 and 6
+    turbo = [np.broadcast_to(turbo_of(DEPTHS_MM[i]), (*DEPTH_SIZE, 3)) for i in (2, 6)]
+    assert torch.equal(streams["depth"], tiny_backbone.preprocess_frames(np.stack(turbo).copy()))
+
+
 def test_depth_takes_the_frames_it_is_given(tmp_path):
     scene = write_scene(tmp_path / "scene")
     depth = get_modality("depth")
