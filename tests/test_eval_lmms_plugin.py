@@ -31,18 +31,26 @@ class Instance:
 
 class FakeBundle:
     def __init__(self):
-        self.requests = []
+        self.requests, self.calls = [], []
 
-    def generate(self, requests):
+    def generate(self, requests, max_new_tokens=64):
         self.requests.extend(requests)
+        self.calls.append((len(requests), max_new_tokens))
         return [f"B. because {r['question'][:3]}\nUSER: more" for r in requests]
+
+
+def parse_args_string(text):
+    """lmms_eval.utils.simple_parse_args_string for plain `k=v,k=v` strings."""
+    return dict(pair.split("=", 1) for pair in text.split(",") if pair)
 
 
 @pytest.fixture
 def plugin(monkeypatch):
     modules = {name: types.ModuleType(name) for name in (
-        "lmms_eval", "lmms_eval.api", "lmms_eval.api.model", "lmms_eval.models", "lmms_eval.models.registry_v2")}
+        "lmms_eval", "lmms_eval.api", "lmms_eval.api.model", "lmms_eval.models", "lmms_eval.models.registry_v2",
+        "lmms_eval.utils")}
     modules["lmms_eval.api.model"].lmms = FakeLmms
+    modules["lmms_eval.utils"].simple_parse_args_string = parse_args_string
     modules["lmms_eval.models.registry_v2"].ModelManifest = FakeManifest
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
@@ -99,3 +107,38 @@ def test_loglikelihood_and_bad_visuals(plugin):
         model.generate_until([Instance(args=("Q", {}, lambda doc: [object()], 0, "img", "test"))])
     with pytest.raises(ValueError, match="bundle="):
         plugin.VLynxLMMs()
+
+
+def test_lmms_evals_own_batch_size_and_device_never_clash(plugin, monkeypatch):
+    from vlynx.bundle import VLynx
+
+    loaded = []
+    monkeypatch.setattr(VLynx, "from_pretrained", lambda bundle, **options: loaded.append((bundle, options))
+                        or FakeBundle())
+    # lmms-eval always passes its --batch_size (and --device when given); the model args win.
+    model = plugin.VLynxLMMs.create_from_arg_string(
+        "bundle=/runs/b,batch_size=2,dtype=bfloat16", {"batch_size": "1", "max_batch_size": None, "device": "cuda:1"})
+    assert model.batch_size_per_gpu == 2
+    assert loaded == [("/runs/b", {"device": "cuda:1", "dtype": "bfloat16"})]
+    model = plugin.VLynxLMMs.create_from_arg_string("bundle=/runs/b", {"batch_size": "4", "device": "cpu"})
+    assert model.batch_size_per_gpu == 4 and loaded[-1][1]["device"] == "cpu"
+    assert plugin.VLynxLMMs(model=FakeBundle(), batch_size="auto:8").batch_size_per_gpu == 1
+    with pytest.raises(ValueError, match="positive integer"):
+        plugin.VLynxLMMs(model=FakeBundle(), batch_size="0")
+
+
+def test_max_new_tokens_from_the_task_else_the_model_args(plugin):
+    bundle = FakeBundle()
+    model = plugin.VLynxLMMs(model=bundle, batch_size=2, max_new_tokens=32)
+    model.task_dict = {"mvbench": {"test": [{"video": f"/v{i}.mp4"} for i in range(5)]}}
+    limits = [16, 16, 16, None, 16]  # the task's generation_kwargs; None: the model arg
+
+    def to_visual(doc):
+        return [doc["video"]]
+
+    requests = [Instance(args=(f"Q{i}?", {"max_new_tokens": limit} if limit else {}, to_visual, i, "mvbench", "test"))
+                for i, limit in enumerate(limits)]
+    assert len(model.generate_until(requests)) == 5
+    # Batches of at most 2 consecutive requests sharing one answer length, in request order.
+    assert bundle.calls == [(2, 16), (1, 16), (1, 32), (1, 16)]
+    assert [r["video"] for r in bundle.requests] == [f"/v{i}.mp4" for i in range(5)]
