@@ -1,8 +1,9 @@
 """The V-LynX interface-alignment losses (docs/method.md §2, eq. 4-9).
 
-- `attention_alignment_loss`: the new modality's attention response in each encoder layer
-  (eq. 4) against the response its own queries get from the video reference keys/values
-  (eq. 5), averaged over layers (eq. 6);
+- `layer_distances`: the new modality's attention response in each encoder layer (eq. 4)
+  against the response its own queries get from the video reference keys/values (eq. 5),
+  one distance per layer (averaged over layers: eq. 6), from the tensors `recorded_layers`
+  took during the encoder forward;
 - `distribution_loss`: mean and population variance of the projected tokens against the
   video token statistics (eq. 7-8);
 - `alignment_losses`: one forward of the modality frames (encoder + its LoRA + projector)
@@ -22,7 +23,7 @@ literal MSE wording.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +79,22 @@ def attention_alignment_loss(targets: list[torch.Tensor], references: list[torch
     return torch.stack([_distance(a, r, kind) for a, r in zip(targets, references)]).mean()
 
 
+@contextlib.contextmanager
+def _out_proj_io(attention_modules: list[nn.Module]) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """TEMPORARY (vlynx.diagnose moves to `recorded_layers`): each layer's out_proj (input, output)."""
+    records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    handles = []
+    for layer, module in enumerate(attention_modules):
+        def hook(_module, inputs, output, layer=layer):
+            records[layer] = (inputs[0], output)
+        handles.append(module.out_proj.register_forward_hook(hook))
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def distribution_loss(tokens: torch.Tensor, token_mean: torch.Tensor, token_var: torch.Tensor,
                       kind: str = "l2norm") -> torch.Tensor:
     """Eq. (7)-(8): tokens (..., D) of the whole batch against the video statistics (D,).
@@ -95,20 +112,86 @@ def distribution_loss(tokens: torch.Tensor, token_mean: torch.Tensor, token_var:
     return (mean - mean_v).pow(2).mean() + (var - var_v).pow(2).mean()
 
 
+@dataclass
+class LayerRecord:
+    """One encoder layer's tensors at the compared query positions: its queries (frames, heads, q, d)
+    and its attention output A_l before and after out_proj (frames, q, heads*d) and (frames, q, width)."""
+
+    queries: torch.Tensor | None = None
+    before: torch.Tensor | None = None
+    after: torch.Tensor | None = None
+
+
 @contextlib.contextmanager
-def _out_proj_io(attention_modules: list[nn.Module]) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """Record each layer's out_proj (input, output): the encoder's own A_l before and after projection."""
-    records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    handles = []
-    for layer, module in enumerate(attention_modules):
-        def hook(_module, inputs, output, layer=layer):
-            records[layer] = (inputs[0], output)
-        handles.append(module.out_proj.register_forward_hook(hook))
-    try:
+def recorded_layers(backbone: Backbone, keep: torch.Tensor | None,
+                    on_layer: Callable[..., None] | None = None) -> Iterator[dict[int, LayerRecord]]:
+    """Record each encoder layer's queries and out_proj input/output at the positions `keep` (None: all).
+
+    The slices are taken while the layer runs, so no full-size activation outlives its layer (under
+    gradient checkpointing the layer's own activations are then recomputed, not kept). `on_layer(layer,
+    q, k, v)` also sees every layer's full Q/K/V (e.g. to sum the keys of a video pass).
+    """
+    records: dict[int, LayerRecord] = {}
+    modules = backbone.attention_modules()
+    select = (lambda t, dim: t) if keep is None else (lambda t, dim: t.index_select(dim, keep))
+
+    def record_queries(layer: int, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
+        with _saved_as_usual():
+            records.setdefault(layer, LayerRecord()).queries = select(queries, 2)
+        if on_layer is not None:
+            on_layer(layer, queries, keys, values)
+
+    def record_output(layer: int, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        record = records.setdefault(layer, LayerRecord())
+        if record.after is None:  # not the reference response's own pass through out_proj
+            with _saved_as_usual():
+                record.before, record.after = select(inputs[0], 1), select(output, 1)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(backbone.capture_attention(on_layer=record_queries))
+        for layer, module in enumerate(modules):
+            handle = module.out_proj.register_forward_hook(
+                lambda _module, inputs, output, layer=layer: record_output(layer, inputs, output))
+            stack.callback(handle.remove)
         yield records
-    finally:
-        for handle in handles:
-            handle.remove()
+
+
+def _saved_as_usual() -> contextlib.AbstractContextManager:
+    """Tensors saved for backward in here are kept as usual, even inside a checkpointed layer: the slices
+    are taken by hooks that recomputation does not run, so checkpointing must not count them."""
+    return torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, lambda tensor: tensor)
+
+
+def layer_distances(backbone: Backbone, records: dict[int, LayerRecord], reference_keys: torch.Tensor,
+                    reference_values: torch.Tensor, settings: AlignmentLossSettings) -> list[torch.Tensor]:
+    """Eq. (4)-(6) per layer: the distance (mean over elements) between the layer's attention response
+    A_l and the response Ā_l its queries get from the video reference keys/values (eq. 5).
+
+    Each layer's Ā_l is computed in its own non-reentrant checkpoint: backward recomputes it from the
+    recorded queries instead of keeping the (frames, heads, q, positions) attention weights of every
+    layer, with the vision adapters routed as they were for the adapted out_proj.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    from vlynx.adapters import same_routing_in_recomputation
+
+    distances = []
+    for layer, module in enumerate(backbone.attention_modules()):
+        record = records[layer]
+        target = record.before if settings.before_out_proj else record.after
+
+        def distance(queries: torch.Tensor, target: torch.Tensor, module: nn.Module = module, layer: int = layer,
+                     shape: torch.Size = record.before.shape) -> torch.Tensor:
+            with torch.no_grad() if settings.stop_grad_reference else contextlib.nullcontext():
+                response = reference_response(queries, reference_keys[layer], reference_values[layer])
+                response = response.transpose(1, 2).reshape(shape)  # heads back into channels
+                if not settings.before_out_proj:
+                    response = module.out_proj(response)  # the adapted out_proj, as for the target
+            return _distance(target, response, settings.attn_loss)
+
+        distances.append(checkpoint(distance, record.queries, target, use_reentrant=False,
+                                    context_fn=same_routing_in_recomputation(module)))
+    return distances
 
 
 def alignment_losses(
@@ -130,31 +213,16 @@ def alignment_losses(
     to the LLM, unless `settings.dist_per_image`.
     Returns {"loss", "attn", "dist"} (the switched-off component is a detached 0).
     """
-    attention_modules = backbone.attention_modules()
     with contextlib.ExitStack() as stack:
         stack.enter_context(route(backbone, modality))
-        capture = stack.enter_context(backbone.capture_attention()) if not settings.no_attn else None
-        projections = stack.enter_context(_out_proj_io(attention_modules)) if not settings.no_attn else None
+        keep = None if settings.all_queries else backbone.pooled_positions().to(backbone.device)
+        records = stack.enter_context(recorded_layers(backbone, keep)) if not settings.no_attn else None
         tokens = backbone.encode_frames(pixel_values)  # (B, F*n + 1, D_llm)
-
         zero = tokens.new_zeros(())
         attn = zero
         if not settings.no_attn:
-            keep = backbone.pooled_positions().to(tokens.device) if not settings.all_queries else None
-            targets, references = [], []
-            for layer, module in enumerate(attention_modules):
-                queries = capture.queries[layer]  # (frames, heads, positions, head_dim)
-                before, after = projections[layer]  # (frames, positions, heads*head_dim), (frames, positions, hidden)
-                if keep is not None:
-                    queries, before, after = queries[:, :, keep], before[:, keep], after[:, keep]
-                with torch.no_grad() if settings.stop_grad_reference else contextlib.nullcontext():
-                    response = reference_response(queries, reference_keys[layer], reference_values[layer])
-                    response = response.transpose(1, 2).reshape(before.shape)  # heads back into channels
-                    if not settings.before_out_proj:
-                        response = module.out_proj(response)  # still routed: the adapted out_proj
-                targets.append(before if settings.before_out_proj else after)
-                references.append(response)
-            attn = attention_alignment_loss(targets, references, settings.attn_loss)  # eq. (6)
+            distances = layer_distances(backbone, records, reference_keys, reference_values, settings)
+            attn = torch.stack(distances).mean()  # eq. (6): mean over layers
 
     dist = zero
     if not settings.no_dist:
