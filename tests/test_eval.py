@@ -235,3 +235,26 @@ def test_media_fields_the_model_does_not_use_are_left_out_and_said_once(tmp_path
     assert report.metrics["Accuracy"] == 100.0
     assert all("depth" not in request for request in model.requests) and len(model.requests) == 3
     assert caplog.text.count("ignoring the annotation's depth field(s)") == 1
+
+
+def test_eval_cli_protocol_flag_reaches_the_results_and_is_checked_before_loading(tmp_path, bundles, capsys):
+    config_file = _eval_config_file(tmp_path)
+
+    def option_loglikelihoods(request, options):  # B for every question: q0 right, q1 and q2 wrong
+        return [0.0 if option == "B" else -1.0 for option in options]
+
+    assert main(["eval", "--config", config_file, "--protocol", "generate"]) == 0
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["protocol"] == "generate"
+    FakeModel.option_loglikelihoods = staticmethod(option_loglikelihoods)
+    try:
+        assert main(["eval", "--config", config_file, "--protocol", "likelihood", "--out", str(tmp_path / "l")]) == 0
+    finally:
+        del FakeModel.option_loglikelihoods
+    results = json.loads((tmp_path / "l" / "results.json").read_text())
+    assert results["protocol"] == "likelihood" and results["metrics"]["Accuracy"] == pytest.approx(100 / 3)
+    scan = tmp_path / "scan.json"
+    scan.write_text(json.dumps([{"id": "q", "video": "media/v0.mp4", "question": "What?", "answers": ["x"]}]))
+    loaded = len(bundles)
+    assert main(["eval", "--config", config_file, "--benchmark", "scanqa", "--data", str(scan), "--media-root",
+                 str(tmp_path), "--protocol", "likelihood", "--out", str(tmp_path / "s")]) == 2
+    assert "needs a benchmark with options" in capsys.readouterr().err and len(bundles) == loaded

@@ -16,14 +16,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "score",
         parents=[common],
         help="score predictions against a benchmark's references",
-        description="Score a predictions file (JSONL/JSON {question_id|id|image_id|take_uid, text}) against "
-        "the benchmark's reference file in its community format. Predictions are paired with references "
-        "by id: missing predictions count as wrong and are listed, extra ones are listed and ignored. "
+        description="Score a predictions file (JSONL/JSON {question_id|id|image_id|take_uid, text|pred|caption}, "
+        "e.g. `vlynx eval`'s predictions.jsonl or PAVE's and the authors' eval outputs) against the benchmark's "
+        "reference file in its community format, or against the annotation file `vlynx eval --data` reads. "
+        "Predictions are paired with references by id: missing predictions count as wrong and are listed, extra "
+        "ones are listed and ignored; files whose ids name videos rather than questions are refused. "
         "Metrics are in percent. Caption metrics (scanqa, avsd) need Java.",
     )
     parser.add_argument("--benchmark", required=True, choices=benchmark_names(), help="which benchmark")
     parser.add_argument("--predictions", required=True, help="predictions file (JSONL or JSON)")
-    parser.add_argument("--references", required=True, help="reference/annotation file of the benchmark")
+    parser.add_argument("--references", required=True, help="the benchmark's reference file, or the annotation file eval reads")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR (saves a JVM start)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(handler=run)
