@@ -16,12 +16,11 @@ from the same pass. `interface_gap` turns a modality pass into numbers:
 - the cosine geometry of `vlynx.diagnose.geometry.modality_geometry` when the vocabulary
   and the video tokens' sums are given.
 
-The attention and distribution terms reuse `vlynx.losses` (eq. 5 and the out_proj hooks), so
-they are what alignment minimises, only averaged over a whole data set instead of a batch.
+The attention term reuses `vlynx.losses` (`recorded_layers`, `layer_distances`), so it is what
+alignment minimises, only averaged over a whole data set instead of a batch.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from vlynx.adapters import average_image_groups, route
 from vlynx.backbones.base import Backbone
 from vlynx.diagnose.geometry import DirectionSums, TokenSample, modality_geometry
 from vlynx.errors import VlynxError
-from vlynx.losses import AlignmentLossSettings, _out_proj_io, attention_alignment_loss, reference_response
+from vlynx.losses import AlignmentLossSettings, layer_distances, recorded_layers
 from vlynx.stats import RunningMoments, RunningSum
 
 
@@ -117,12 +116,14 @@ def token_pass(backbone: Backbone, batches: Iterable[torch.Tensor], *, modality:
     try:
         with torch.no_grad():
             for pixels in batches:
-                tokens = _encode(backbone, pixels, modality, reference, settings, stats)
-                tokens = average_image_groups(backbone, tokens, images_per_frame)  # (B, F*n + 1, D)
+                images = _encode(backbone, pixels, modality, reference, settings, stats)  # (B, F*k*n + 1, D)
+                tokens = average_image_groups(backbone, images, images_per_frame)  # (B, F*n + 1, D), as the LLM gets
                 rows = tokens.reshape(-1, tokens.shape[-1])
                 stats.directions.update(rows)
-                stats.moments.update(rows)
                 stats.sample.update(rows)
+                # eq. (7) over the same tokens as the alignment run's distribution loss
+                moment_rows = images if settings.dist_per_image else tokens
+                stats.moments.update(moment_rows.reshape(-1, moment_rows.shape[-1]))
                 stats.inputs += pixels.shape[0]
     finally:
         tower.train(was_training)
@@ -132,38 +133,26 @@ def token_pass(backbone: Backbone, batches: Iterable[torch.Tensor], *, modality:
 def _encode(backbone: Backbone, pixels: torch.Tensor, modality: str | None, reference: VideoReference | None,
             settings: AlignmentLossSettings, stats: TokenStats) -> torch.Tensor:
     """One encoder forward; folds eq. (6) distances and eq. (2) sums into `stats`; returns the tokens."""
-    modules = backbone.attention_modules()
 
     def add_keys_values(layer: int, _queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
-        stats.keys.total[layer] += keys.float().sum(0).cpu()  # (heads, positions, head_dim)
-        stats.values.total[layer] += values.float().sum(0).cpu()
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(route(backbone, modality))
-        on_layer = add_keys_values if stats.keys is not None else None
-        capture = stack.enter_context(backbone.capture_attention(on_layer=on_layer))
-        projections = stack.enter_context(_out_proj_io(modules)) if reference is not None else None
-        tokens = backbone.encode_frames(pixels)  # (B, F*k*n + 1, D)
         if stats.keys is not None:
-            frames = pixels.shape[0] * pixels.shape[1]
-            stats.keys.count += frames
-            stats.values.count += frames
+            stats.keys.total[layer] += keys.float().sum(0).cpu()  # (heads, positions, head_dim)
+            stats.values.total[layer] += values.float().sum(0).cpu()
+
+    keep = None if settings.all_queries else backbone.pooled_positions().to(backbone.device)
+    with route(backbone, modality), recorded_layers(backbone, keep, on_layer=add_keys_values) as records:
+        tokens = backbone.encode_frames(pixels)  # (B, F*k*n + 1, D)
         if reference is not None:
-            keep = None if settings.all_queries else backbone.pooled_positions().to(tokens.device)
-            for layer, module in enumerate(modules):
-                queries = capture.queries[layer]  # (frames, heads, positions, head_dim)
-                before, after = projections[layer]  # (frames, positions, heads*head_dim), (frames, positions, width)
-                if keep is not None:
-                    queries, before, after = queries[:, :, keep], before[:, keep], after[:, keep]
-                keys = reference.keys[layer].to(queries.device)
-                values = reference.values[layer].to(queries.device)
-                response = reference_response(queries, keys, values).transpose(1, 2).reshape(before.shape)  # eq. (5)
-                if not settings.before_out_proj:
-                    response = module.out_proj(response)  # still routed: the same out_proj as the target
-                target = before if settings.before_out_proj else after
-                distance = attention_alignment_loss([target], [response], settings.attn_loss)  # mean over elements
-                stats.attention_sums[layer] += float(distance) * target.numel()
-                stats.attention_elements[layer] += target.numel()
+            keys, values = reference.keys.to(backbone.device), reference.values.to(backbone.device)
+            distances = layer_distances(backbone, records, keys, values, settings)  # eq. (4)-(5), one per layer
+            for layer, distance in enumerate(distances):  # each a mean over its elements: weight by their number
+                elements = (records[layer].before if settings.before_out_proj else records[layer].after).numel()
+                stats.attention_sums[layer] += float(distance) * elements
+                stats.attention_elements[layer] += elements
+    if stats.keys is not None:
+        frames = pixels.shape[0] * pixels.shape[1]
+        stats.keys.count += frames
+        stats.values.count += frames
     return tokens
 
 
