@@ -11,7 +11,7 @@ import torch
 from vlynx.errors import VlynxError
 from vlynx.files import atomic_path
 
-COLOURS = {"vocabulary": "#9e9e9e", "video": "#1f77b4", "before": "#ff7f0e", "after": "#2ca02c"}
+COLOURS = {"vocabulary": "#000000", "video": "#1f77b4", "before": "#ff7f0e", "after": "#2ca02c"}
 
 
 def require_matplotlib() -> None:
@@ -44,13 +44,13 @@ def plot_interface_gap(path: Path, modality: str, vocab: torch.Tensor, video: to
     """Left: vocabulary, video and modality tokens (before/after) in 2-D (PCA fitted on video + vocabulary).
     Right: the attention-alignment term of each encoder layer before and after the adapter."""
     figure, (scatter, bars) = _figure(1, 2, (13, 5.2))
-    groups = {"vocabulary": vocab, "video": video, **samples}
+    groups = {"video": video, **samples, "vocabulary": vocab}  # the (few, short) word embeddings drawn last, on top
     points, explained = pca_2d(torch.cat([vocab, video]), groups)
     labels = {"vocabulary": "vocabulary embeddings", "video": "video tokens",
               "before": f"{modality} tokens, base encoder (before)", "after": f"{modality} tokens, adapter (after)"}
     for name, xy in points.items():
-        scatter.scatter(xy[:, 0], xy[:, 1], s=6, alpha=0.5, color=COLOURS[name], label=f"{labels[name]} ({len(xy)})",
-                        edgecolors="none")
+        marker = {"marker": "x", "s": 14, "alpha": 0.9} if name == "vocabulary" else {"s": 6, "alpha": 0.5}
+        scatter.scatter(xy[:, 0], xy[:, 1], color=COLOURS[name], label=f"{labels[name]} ({len(xy)})", **marker)
     scatter.set_xlabel(f"principal axis 1 ({100 * explained[0]:.1f}% of video + vocabulary variance)")
     scatter.set_ylabel(f"principal axis 2 ({100 * explained[1]:.1f}%)")
     scatter.set_title("LLM input space (PCA fitted on video + vocabulary)")

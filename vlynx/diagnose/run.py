@@ -157,7 +157,8 @@ def vocabulary(backbone, sample_size: int, seed: int) -> tuple[DirectionSums, to
     for chunk in embedding_rows(weight, rows):
         sums.update(chunk)
     chosen = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))[:sample_size].sort().values
-    return sums, weight[chosen.to(weight.device)].detach().to("cpu", torch.float32)
+    sample = weight[chosen.to(weight.device)].detach().to("cpu", torch.float32)
+    return sums, sample[torch.linalg.vector_norm(sample, dim=1) > 0]  # rows without a direction, as in the sums
 
 
 def _alignment_run(config: DiagnoseConfig) -> tuple[Path | None, dict[str, Any]]:
