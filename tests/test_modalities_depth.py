@@ -7,7 +7,8 @@ from PIL import Image
 
 from vlynx.errors import VlynxError
 from vlynx.modalities import get_modality
-from vlynx.modalities.depth import farthest_point_frames, turbo_table
+from vlynx.media.scene import farthest_point_frames
+from vlynx.modalities.depth import turbo_table
 
 FX = FY = 50.0
 CX, CY = 15.5, 11.5  # 32 x 24 maps

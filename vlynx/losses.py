@@ -73,28 +73,6 @@ def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     return (a - b).abs().mean() if kind == "l1" else (a - b).pow(2).mean()
 
 
-def attention_alignment_loss(targets: list[torch.Tensor], references: list[torch.Tensor],
-                             kind: str = "l1") -> torch.Tensor:
-    """Eq. (6): mean over layers of the L1 (mean abs) or MSE distance between A_l and Ā_l."""
-    return torch.stack([_distance(a, r, kind) for a, r in zip(targets, references)]).mean()
-
-
-@contextlib.contextmanager
-def _out_proj_io(attention_modules: list[nn.Module]) -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
-    """TEMPORARY (vlynx.diagnose moves to `recorded_layers`): each layer's out_proj (input, output)."""
-    records: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    handles = []
-    for layer, module in enumerate(attention_modules):
-        def hook(_module, inputs, output, layer=layer):
-            records[layer] = (inputs[0], output)
-        handles.append(module.out_proj.register_forward_hook(hook))
-    try:
-        yield records
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def distribution_loss(tokens: torch.Tensor, token_mean: torch.Tensor, token_var: torch.Tensor,
                       kind: str = "l2norm") -> torch.Tensor:
     """Eq. (7)-(8): tokens (..., D) of the whole batch against the video statistics (D,).

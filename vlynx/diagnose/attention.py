@@ -15,7 +15,6 @@ streams and with the text.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 

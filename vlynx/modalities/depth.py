@@ -27,7 +27,6 @@ import numpy as np
 from vlynx.errors import VlynxError
 from vlynx.media.depth import read_depth_png, read_intrinsics, read_matrix
 from vlynx.media.scene import SELECTIONS, FrameChoice, check_frame_indices, choose_frames, read_scene
-from vlynx.media.scene import farthest_point_frames  # noqa: F401  (its home before scenes had one; kept importable)
 from vlynx.modalities.base import Modality, check_frame_request
 
 # A map whose valid depths have a median below this many "millimetres" is almost surely in metres.
