@@ -58,7 +58,8 @@ def alignment_inputs(spec: str | Path, modality: str, media_root: str | Path | N
     """Modality inputs named by DIR | LIST.txt | ANNOT.json[l].
 
     In an annotation file each entry's `modality` field is used, else its `video` (audio comes
-    from a video's own track); a folder lists audio/video files, or sub-folders for depth scenes.
+    from a video's own track), each input once however many entries name it; a folder lists
+    audio/video files, or sub-folders for depth scenes.
     """
     from vlynx.inputs import AUDIO_SUFFIXES, VIDEO_SUFFIXES, list_media, read_annotations, require_existing
 
@@ -66,7 +67,8 @@ def alignment_inputs(spec: str | Path, modality: str, media_root: str | Path | N
     if spec.suffix in (".json", ".jsonl") and spec.is_file():
         root = Path(media_root) if media_root is not None else spec.parent
         names = [entry.get(modality) or entry.get("video") for entry in read_annotations(spec)]
-        paths = [Path(n) if Path(n).is_absolute() else root / n for n in names if n]
+        # a clip asked several questions is one alignment input, not one per question
+        paths = [Path(n) if Path(n).is_absolute() else root / n for n in dict.fromkeys(names) if n]
     else:
         suffixes = {"audio": AUDIO_SUFFIXES | VIDEO_SUFFIXES, "depth": set()}.get(modality, VIDEO_SUFFIXES)
         paths = list_media(spec, field=modality, suffixes=suffixes, media_root=media_root)

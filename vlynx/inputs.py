@@ -69,7 +69,7 @@ def list_media(spec: str | Path, field: str = "video", suffixes: set[str] | None
       `color/`, read as video by `vlynx.media.video.read_video`), or the directory itself when
       it is one; for directory-valued media (depth scenes), pass `suffixes=set()` to list sub-directories;
     - a `.txt` list: one path per line (blank lines and `#` comments skipped);
-    - a `.json`/`.jsonl` annotation file: the `field` of every entry that has one.
+    - a `.json`/`.jsonl` annotation file: the `field` of every entry that has one, each path once.
     Relative paths resolve against `media_root`, else the list/annotation file's folder.
     """
     spec = Path(spec)
@@ -83,7 +83,8 @@ def list_media(spec: str | Path, field: str = "video", suffixes: set[str] | None
         raise VlynxError("no such file or directory", spec)
     root = Path(media_root) if media_root is not None else spec.parent
     if spec.suffix in (".json", ".jsonl"):
-        names = [entry[field] for entry in read_annotations(spec) if entry.get(field)]
+        # each file once, however many entries (questions) name it: statistics count videos, not questions
+        names = list(dict.fromkeys(entry[field] for entry in read_annotations(spec) if entry.get(field)))
         if not names:
             raise VlynxError(f"no entry has a '{field}' field", spec)
     else:
