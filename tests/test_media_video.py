@@ -45,15 +45,17 @@ def grey_ramp(count=COUNT, size=32):
     return np.broadcast_to(levels[:, None, None, None], (count, size, size, 3)).copy()
 
 
-def encode(path, frames, fps=FPS, fmt="mp4", options=None, bframes=0, audio_seconds=0.0, keyint=250):
-    """Encode with PyAV directly (not `write_video`): H.264, a keyframe every `keyint`, optional silent AAC."""
+def encode(path, frames, fps=FPS, fmt="mp4", options=None, bframes=0, audio_seconds=0.0, keyint=250, scenecut=True):
+    """Encode with PyAV directly (not `write_video`): H.264, a keyframe every `keyint` (and, with `scenecut`,
+    wherever x264 sees a scene change: every frame of a grey ramp), optional silent AAC."""
     import av
 
     with av.open(str(path), "w", format=fmt, options=options or {}) as container:
         video = container.add_stream("libx264", rate=fps)
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         video.options = {"crf": "12", "preset": "veryfast", "threads": "1",
-                         "x264-params": f"rc-lookahead=0:mbtree=0:bframes={bframes}:keyint={keyint}"}
+                         "x264-params": f"rc-lookahead=0:mbtree=0:bframes={bframes}:keyint={keyint}"
+                                         + ("" if scenecut else ":scenecut=0")}
         audio = container.add_stream("aac", rate=16_000, layout="mono") if audio_seconds else None
         for image in frames:
             container.mux(video.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
@@ -116,6 +118,44 @@ def test_long_gaps_seek_and_a_seek_past_the_cut_is_refused(tmp_path):
     with pytest.raises(VlynxError, match=r"trunc\.mp4: video ends early: the header says 16\.00 s \(16 frames\) "
                                          r"but the file holds only 7 frames \(7\.00 s\), so there is no frame for 10"):
         read_video(path, 4)
+
+
+class _CountingSeeks:
+    """An `av.open` container that counts `seek` calls and otherwise is the real one."""
+
+    seeks: list[int] = []
+
+    def __init__(self, container):
+        self._container = container
+
+    def __enter__(self):
+        self._container.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._container.__exit__(*exc)
+
+    def seek(self, *args, **kwargs):
+        _CountingSeeks.seeks.append(args[0])
+        return self._container.seek(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+
+@pytest.mark.parametrize("keyint, seeks", [(4, 3), (16, 0)])
+def test_long_gaps_seek_only_when_a_keyframe_lies_ahead(tmp_path, monkeypatch, keyint, seeks):
+    """Targets 2, 6, 10, 14 s of a 16 s clip at 1 fps: with a keyframe every 4 s each gap is crossed by a
+    seek; with one keyframe (at 0 s) a seek would go back to the start, so reading decodes forward."""
+    import av
+
+    path = encode(tmp_path / "clip.mp4", grey_ramp(), fps=1, keyint=keyint, scenecut=False)
+    _, frames = decode_all(path)
+    real_open = av.open
+    _CountingSeeks.seeks = []
+    monkeypatch.setattr(av, "open", lambda *args, **kwargs: _CountingSeeks(real_open(*args, **kwargs)))
+    np.testing.assert_array_equal(read_video(path, 4).frames, frames[[2, 6, 10, 14]])
+    assert len(_CountingSeeks.seeks) == seeks
 
 
 def test_truncated_file_still_serves_targets_it_holds(tmp_path):

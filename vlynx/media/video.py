@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from vlynx.media.scene import FrameChoice
 
 # Decode forward instead of seeking when the next wanted frame is this close (seconds):
-# a seek restarts at the previous keyframe, which costs more than a short decode.
+# a seek restarts at the previous keyframe, which costs more than a short decode. Farther
+# gaps seek only when a keyframe lies between the decoder and the target (`_keyframe_times`).
 _SEEK_GAP_S = 2.0
 
 
@@ -198,10 +199,18 @@ def _nearest_frames(container, stream, targets: np.ndarray, path: Path) -> tuple
     start = _header_span(container, stream)[0]
     decoder, seeking = container.decode(stream), True
     before = after = None  # (time, frame)
+    keyframes = None  # the stream's keyframe times, read (not decoded) at the first long gap
     for target in targets:
-        if seeking and target - (after[0] if after else start) > _SEEK_GAP_S:
-            container.seek(int(max(target - 0.5, 0) / stream.time_base), stream=stream, backward=True)
-            decoder, before, after = container.decode(stream), None, None
+        position = after[0] if after else start
+        if seeking and target - position > _SEEK_GAP_S:
+            if keyframes is None:
+                keyframes = _keyframe_times(path, stream.index)
+            # A seek restarts at the last keyframe before the target: worth it only when that
+            # keyframe lies ahead of the decoder (with keyframes 10 s apart, a 4 s gap would go back).
+            landing = keyframes[keyframes <= max(target - 0.5, 0)]
+            if len(landing) == 0 or landing[-1] > position:
+                container.seek(int(max(target - 0.5, 0) / stream.time_base), stream=stream, backward=True)
+                decoder, before, after = container.decode(stream), None, None
         before, after = _advance(decoder, stream, before, after, target)
         if after is None and seeking:  # the seek found nothing (data cut off, or a container that seeks badly)
             container.seek(0, stream=stream, backward=True)
@@ -216,6 +225,18 @@ def _nearest_frames(container, stream, targets: np.ndarray, path: Path) -> tuple
         frames.append(chosen[1].to_ndarray(format="rgb24"))
         times.append(chosen[0])
     return frames, times
+
+
+def _keyframe_times(path: Path, index: int) -> np.ndarray:
+    """Presentation times (s) of the keyframes of stream `index`, from the packets alone: demuxing
+    reads the compressed stream without decoding it (~100x cheaper). Empty if packets carry no times."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams[index]
+        times = [float(packet.pts * stream.time_base) for packet in container.demux(stream)
+                 if packet.is_keyframe and packet.pts is not None]
+    return np.sort(np.asarray(times, dtype=np.float64))
 
 
 def _advance(decoder, stream, before, after, target: float):
