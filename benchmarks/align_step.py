@@ -9,16 +9,18 @@
    batch and the same model (goal <= 1.10). Random weights, CPU unless CUDA is present.
 2. Memory: the peak memory of a fresh process that loads the backbone as `vlynx align` does
    (encoder + projector only, LLM on meta; weights in --memory-dtype) and runs one alignment
-   step at --memory-batch x --memory-frames in bfloat16 autocast with gradient checkpointing
-   (the GPU defaults), divided by the bytes of the whole model's float32 parameters
+   step (forward, backward, AdamW update) at --memory-batch x --memory-frames in bfloat16
+   autocast with gradient checkpointing (the GPU defaults), divided by the bytes of the whole model's float32 parameters
    (goal <= 0.10). The whole model is counted on the meta device, not allocated (the 7B model
    in float32 needs ~32 GB). On CUDA the peak is `torch.cuda.max_memory_allocated`; on CPU it is
-   the process's peak resident set, which also counts the Python and library baseline.
+   the process's peak resident set (with glibc returning every freed large block, so that it
+   follows the live tensors), which also counts the Python and library baseline.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -85,7 +87,8 @@ def step_ratio(model: str, frames: int, batch: int, rank: int, repeats: int) -> 
 
 
 def memory_child(model: str, frames: int, batch: int, dtype: str, checkpointing: bool) -> None:
-    """Run in a fresh process: load for this stage, one bf16-autocast alignment step, print the peak."""
+    """Run in a fresh process: load for this stage, one bf16-autocast alignment step (forward, backward,
+    AdamW update), print the peak."""
     from vlynx.align import AlignmentModel
     from vlynx.stage_configs import AlignConfig
     from vlynx.training import enable_gradient_checkpointing
@@ -95,9 +98,11 @@ def memory_child(model: str, frames: int, batch: int, dtype: str, checkpointing:
     backbone, reference, pixels, settings = _setup(model, frames, batch, 64, dtype, device)
     enable_gradient_checkpointing(AlignConfig(gradient_checkpointing=checkpointing), backbone.vision_tower)
     aligner = AlignmentModel(backbone, "audio", reference, settings).train()
+    optimizer = torch.optim.AdamW([p for p in aligner.parameters() if p.requires_grad], lr=1e-5)
     with torch.autocast(device, dtype=torch.bfloat16):
         loss = aligner(pixels)["loss"]
     loss.backward()
+    optimizer.step()  # AdamW's two moments per LoRA weight count too
     if device == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
@@ -119,7 +124,10 @@ def memory_ratio(model: str, frames: int, batch: int, dtype: str, checkpointing:
     command = [sys.executable, __file__, "--memory-child", model, "--memory-frames", str(frames),
                "--memory-batch", str(batch), "--memory-dtype", dtype,
                "--checkpointing" if checkpointing else "--no-checkpointing"]
-    child = subprocess.run(command, capture_output=True, text=True)
+    # glibc keeps freed blocks of a dynamic size mapped, so peak RSS would count memory that torch had
+    # already freed; a fixed mmap threshold returns every freed large block, and RSS follows live tensors.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    child = subprocess.run(command, capture_output=True, text=True, env=env)
     if child.returncode != 0:
         sys.exit(f"the memory measurement failed:\n{child.stderr}")
     result = json.loads(child.stdout.strip().splitlines()[-1])

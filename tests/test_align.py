@@ -328,3 +328,19 @@ def test_bfloat16_on_cpu_runs_with_finite_losses_close_to_float32(world, tmp_pat
     assert len(losses[run]) == 3 and all(np.isfinite(losses[run]))
     assert losses[run][0] == pytest.approx(losses["float32"][0], rel=1e-2)
     assert losses[run][0] != losses["float32"][0]  # it did run in bfloat16
+
+
+def test_weights_load_in_float32_on_cpu_unless_a_dtype_is_given(world, tmp_path, monkeypatch):
+    """`dtype` left unset is decided at run time: float32 without CUDA (bfloat16 with it, like `bf16`)."""
+    import vlynx.backbones
+
+    loaded, real = [], vlynx.backbones.load_backbone
+
+    def spy(*args, **kwargs):
+        loaded.append(kwargs["dtype"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vlynx.backbones, "load_backbone", spy)
+    run_align(_config(world, tmp_path / "default", max_steps=1))
+    run_align(_config(world, tmp_path / "bfloat16", max_steps=1, dtype="bfloat16"))
+    assert loaded == ["float32", "bfloat16"]

@@ -218,7 +218,8 @@ def run_align(config: AlignConfig, callbacks: Sequence[Any] = ()) -> AlignResult
     )
     with claim_output(out, checkpoints, resume=config.resume, overwrite=config.overwrite) as resume:
         # Encoder + projector only: the LLM is never allocated (a 7B backbone aligns in encoder memory).
-        backbone = load_backbone(config.model, device=args.device, dtype=config.dtype,
+        dtype = config.dtype or ("bfloat16" if args.device.type == "cuda" else "float32")
+        backbone = load_backbone(config.model, device=args.device, dtype=dtype,
                                  trust_remote_code=config.trust_remote_code, language_model=False)
         # Checked on the base model, before the LoRA exists (reference statistics are base-model statistics).
         reference = load_reference(config.reference, backbone)

@@ -21,11 +21,11 @@ RESERVED_NAMES = (VIDEO_STREAM, LLM_ADAPTER, "default")
 LOAD_DTYPES = ("float32", "bfloat16", "float16")  # `dtype` choices besides "auto"
 
 
-def dtype_field(default: str) -> Any:
+def dtype_field(default: str | None, default_help: str = "auto") -> Any:
     """The `dtype` setting: the dtype the model's weights are loaded in (one meaning in every stage)."""
     return field(default=default, metadata=flag(
         "dtype the weights are loaded in: auto (the checkpoint's own; presets float32), "
-        + ", ".join(LOAD_DTYPES), choices=["auto", *LOAD_DTYPES]))
+        + ", ".join(LOAD_DTYPES) + f" (default: {default_help})", choices=["auto", *LOAD_DTYPES]))
 
 
 def vision_alpha_for(rank: int) -> float:
@@ -156,9 +156,10 @@ class AlignConfig(TrainingConfig):
         "frames per input (default: the reference's frames per video)"))
     skip_bad_items: bool = field(default=False, metadata=flag(
         "skip unreadable inputs (listed in the log) instead of stopping"))
-    # Alignment loads the encoder and projector only (a 7B model's ~0.4B), so float32 weights are
-    # cheap; --bf16 still runs the math in bfloat16 on GPU.
-    dtype: str = dtype_field("float32")
+    # None: decided when the run starts, like bf16 (`vlynx.align.run_align`). On GPU, bfloat16 weights keep a 7B
+    # model's alignment step within 0.10 of its float32 size (benchmarks/align_step.py); on CPU,
+    # float32 weights keep the math exact (CPU autocast is off by default).
+    dtype: str | None = dtype_field(None, "bfloat16 exactly when a CUDA GPU is used, else float32")
     # losses (eq. 6, 8, 9); field names as in `vlynx.losses.AlignmentLossSettings`
     lambda_dist: float = field(default=0.01, metadata=flag("weight of the distribution loss, eq. (9)"))
     attn_loss: str = field(default="l1", metadata=flag(
