@@ -212,6 +212,8 @@ class TuneConfig(TrainingConfig):
 
     STAGE = "tune"
     REQUIRED = ("model", "data", "out")
+    # the token cache holds exactly the tokens the run would compute (tests/test_token_cache.py)
+    RESULT_FREE = (*TrainingConfig.RESULT_FREE, "token_cache")
 
     model: str = field(default="", metadata=flag("base Video LLM: checkpoint dir, hub id or preset"))
     data: str = field(default="", metadata=flag("annotation file (JSON list or JSONL, LLaVA/PAVE conversations)"))
@@ -238,6 +240,10 @@ class TuneConfig(TrainingConfig):
     vision_rank: int = field(default=64, metadata=flag("rank of fresh vision adapters (alpha defaults to 2 x rank)"))
     vision_alpha: float | None = field(default=None, metadata=flag("alpha of fresh vision adapters (default: 2 x rank)"))
     vision_dropout: float = field(default=0.05, metadata=flag("dropout of fresh vision adapters"))
+    token_cache: str | None = field(default=None, metadata=flag(
+        "folder that keeps the frozen streams' tokens (video; modalities whose adapter is not trained) across "
+        "epochs and runs: computed once, reused while model, adapters, transform settings and frames match",
+        metavar="DIR"))
 
     def resolved(self) -> TuneConfig:
         derived = {}
