@@ -161,25 +161,45 @@ def encode(backbone: Backbone, pixel_values: torch.Tensor, modality: str | None 
            images_per_frame: int = 1) -> torch.Tensor:
     """Frames (B, F*k, 3, S, S) -> LLM-input tokens (B, T, D), routed for `modality` (None: video).
 
-    `images_per_frame` = k > 1: see `average_image_groups`.
+    `images_per_frame` = k > 1: see `as_encoder_videos` and `average_image_groups`.
     """
     with route(backbone, modality):
-        return average_image_groups(backbone, backbone.encode_frames(pixel_values), images_per_frame)
+        tokens = backbone.encode_frames(as_encoder_videos(backbone, pixel_values, images_per_frame))
+        return average_image_groups(backbone, tokens, images_per_frame)
+
+
+def as_encoder_videos(backbone: Backbone, pixel_values: torch.Tensor, images_per_frame: int) -> torch.Tensor:
+    """A stream of k images per frame, (B, F*k, 3, S, S), as the videos `encode_frames` takes.
+
+    A family that fuses consecutive frames into one encoder step (Qwen2.5-VL's temporal patch) would
+    fuse a frame's k images with each other, so there each of a frame's k images goes in a video of
+    its own: (B*k, F, 3, S, S), video b*k + i holding image i of every frame of sample b. Families
+    with one frame per step take the stream as it is (each image is encoded on its own anyway).
+    """
+    if images_per_frame == 1 or backbone.token_layout.frames_per_step == 1:
+        return pixel_values
+    frames = pixel_values.shape[1] // images_per_frame
+    return pixel_values.unflatten(1, (frames, images_per_frame)).transpose(1, 2).flatten(0, 1)
 
 
 def average_image_groups(backbone: Backbone, tokens: torch.Tensor, images_per_frame: int) -> torch.Tensor:
-    """Average the tokens of each `images_per_frame` consecutive images into one frame's tokens.
+    """Average the tokens of each frame's `images_per_frame` images into one frame's tokens.
 
     A modality that draws k images per frame (depth + its normals) is fed to the LLM, and
-    matched to the video statistics, as one frame: (B, F*k*n + 1, D) -> (B, F*n + 1, D),
-    the trailing newline token kept (docs/method.md §5).
+    matched to the video statistics, as one frame (docs/method.md §5). `tokens` are
+    `encode_frames` of `as_encoder_videos`: with one frame per encoder step, (B, F*k*n + t, D)
+    -> (B, F*n + t, D), the t trailing tokens (newline) kept; with fused frames, the k videos
+    of each sample (B*k, T, D) -> (B, T, D).
     """
     if images_per_frame == 1:
         return tokens
-    batch, _, dim = tokens.shape
-    per_image = backbone.tokens_per_video(1) - 1
-    frames = tokens[:, :-1].reshape(batch, -1, images_per_frame, per_image, dim).mean(dim=2)  # (B, F, n, D)
-    return torch.cat([frames.reshape(batch, -1, dim), tokens[:, -1:]], dim=1)
+    layout = backbone.token_layout
+    if layout.frames_per_step > 1:
+        return tokens.unflatten(0, (-1, images_per_frame)).mean(dim=1)
+    batch, total, dim = tokens.shape
+    end = total - layout.trailing_tokens
+    frames = tokens[:, :end].reshape(batch, -1, images_per_frame, layout.tokens_per_step, dim).mean(dim=2)  # (B, F, n, D)
+    return torch.cat([frames.reshape(batch, -1, dim), tokens[:, end:]], dim=1)
 
 
 # ----- adapters on disk ---------------------------------------------------------------

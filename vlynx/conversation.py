@@ -24,13 +24,12 @@ import numpy as np
 import torch
 
 from vlynx.adapters import encode
-from vlynx.backbones.base import Backbone
+from vlynx.backbones.base import IGNORE_INDEX, Backbone
 from vlynx.errors import VlynxError
 from vlynx.inputs import read_annotations
 from vlynx.modalities.base import Modality
 from vlynx.stage_configs import VIDEO_STREAM
 
-IGNORE_INDEX = -100  # label of every token the loss skips (PyTorch's cross-entropy default)
 IMAGE_PLACEHOLDER = "<image>"
 _ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 
@@ -184,7 +183,7 @@ def _tokenize(backbone: Backbone, text: str) -> list[int]:
     if backbone.tokenizer is None:
         raise VlynxError("this model has no tokenizer; use a checkpoint directory that includes one",
                          backbone.source)
-    image_token_id = backbone.model.config.image_token_id
+    image_token_id = backbone.image_token_id
     ids: list[int] = []
     for number, piece in enumerate(text.split(IMAGE_PLACEHOLDER)):
         if number:
@@ -262,37 +261,8 @@ def splice_blocks(backbone: Backbone, input_ids: Sequence[Sequence[int]], blocks
                   padding_side: str = "right") -> dict[str, torch.Tensor]:
     """Build the LLM input: each sequence's image token replaced by its media blocks, then padded.
 
-    `blocks` are (B, T_k, D) for k = video, modalities...; returns `inputs_embeds` (B, L, D),
-    `attention_mask` (B, L) and, when `labels` are given, `labels` (B, L) with
-    IGNORE_INDEX on the blocks and the padding.
+    The backbone assembles it (`Backbone.build_llm_inputs`: embeddings, mask, its position ids);
+    `blocks` are (B, T_k, D) for k = video, modalities...; with `labels`, the blocks and the padding
+    get IGNORE_INDEX.
     """
-    image_token_id = backbone.model.config.image_token_id
-    embed = backbone.model.get_input_embeddings()
-    device = embed.weight.device
-    sequences, targets = [], []
-    for row, ids in enumerate(input_ids):
-        if list(ids).count(image_token_id) != 1:
-            raise ValueError(f"sequence {row} must hold exactly one image token (id {image_token_id})")
-        at = list(ids).index(image_token_id)
-        text = embed(torch.as_tensor(ids, device=device))  # (L_text, D)
-        media = [block[row].to(device=device, dtype=text.dtype) for block in blocks]
-        sequences.append(torch.cat([text[:at], *media, text[at + 1:]]))
-        if labels is not None:
-            ignored = torch.full((sum(len(m) for m in media),), IGNORE_INDEX, dtype=torch.long, device=device)
-            label_row = torch.as_tensor(labels[row], dtype=torch.long, device=device)
-            targets.append(torch.cat([label_row[:at], ignored, label_row[at + 1:]]))
-    length = max(len(s) for s in sequences)
-    batch, hidden = len(sequences), sequences[0].shape[-1]
-    inputs_embeds = sequences[0].new_zeros(batch, length, hidden)
-    attention_mask = torch.zeros(batch, length, dtype=torch.long, device=device)
-    padded_labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long, device=device)
-    for row, sequence in enumerate(sequences):
-        span = slice(0, len(sequence)) if padding_side == "right" else slice(length - len(sequence), length)
-        inputs_embeds[row, span] = sequence
-        attention_mask[row, span] = 1
-        if labels is not None:
-            padded_labels[row, span] = targets[row]
-    out = {"inputs_embeds": inputs_embeds, "attention_mask": attention_mask}
-    if labels is not None:
-        out["labels"] = padded_labels
-    return out
+    return backbone.build_llm_inputs(input_ids, blocks, labels, padding_side)

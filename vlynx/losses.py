@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from vlynx.adapters import average_image_groups, route
+from vlynx.adapters import as_encoder_videos, average_image_groups, route
 from vlynx.backbones.base import Backbone
 
 
@@ -57,16 +56,18 @@ class AlignmentLossSettings:
             raise ValueError("at least one of the attention and distribution losses must be on")
 
 
-def reference_response(queries: torch.Tensor, reference_keys: torch.Tensor,
-                       reference_values: torch.Tensor) -> torch.Tensor:
+def reference_response(queries: torch.Tensor, reference_keys: torch.Tensor, reference_values: torch.Tensor,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. (5): softmax(Q K̄ᵀ/√d) V̄ for one layer.
 
     queries (frames, heads, q, d); reference_keys/values (heads, positions, d) -> (frames, heads, q, d).
+    `mask` (q, positions) bool: the reference positions each query may attend to (a windowed layer's
+    own window, `Backbone.reference_attention_mask`); None: all.
     """
     frames = queries.shape[0]
     keys = reference_keys.to(queries.dtype).unsqueeze(0).expand(frames, -1, -1, -1)
     values = reference_values.to(queries.dtype).unsqueeze(0).expand(frames, -1, -1, -1)
-    return F.scaled_dot_product_attention(queries, keys, values)  # scale 1/√d, as the encoder's own
+    return F.scaled_dot_product_attention(queries, keys, values, attn_mask=mask)  # scale 1/√d, as the encoder's own
 
 
 def _distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
@@ -92,43 +93,45 @@ def distribution_loss(tokens: torch.Tensor, token_mean: torch.Tensor, token_var:
 
 @dataclass
 class LayerRecord:
-    """One encoder layer's tensors at the compared query positions: its queries (frames, heads, q, d)
-    and its attention output A_l before and after out_proj (frames, q, heads*d) and (frames, q, width)."""
+    """One encoder layer's tensors at the compared query positions `positions` (None: all): its queries
+    (steps, heads, q, d) and its attention output A_l before and after the output projection (steps, q,
+    heads*d) and (steps, q, width)."""
 
     queries: torch.Tensor | None = None
     before: torch.Tensor | None = None
     after: torch.Tensor | None = None
+    positions: torch.Tensor | None = None
 
 
 @contextlib.contextmanager
 def recorded_layers(backbone: Backbone, keep: torch.Tensor | None,
                     on_layer: Callable[..., None] | None = None) -> Iterator[dict[int, LayerRecord]]:
-    """Record each encoder layer's queries and out_proj input/output at the positions `keep` (None: all).
+    """Record each encoder layer's queries and output-projection input/output at the positions `keep` (None: all).
 
     The slices are taken while the layer runs, so no full-size activation outlives its layer (under
     gradient checkpointing the layer's own activations are then recomputed, not kept). `on_layer(layer,
     q, k, v)` also sees every layer's full Q/K/V (e.g. to sum the keys of a video pass).
     """
     records: dict[int, LayerRecord] = {}
-    modules = backbone.attention_modules()
     select = (lambda t, dim: t) if keep is None else (lambda t, dim: t.index_select(dim, keep))
 
     def record_queries(layer: int, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> None:
         with _saved_as_usual():
-            records.setdefault(layer, LayerRecord()).queries = select(queries, 2)
+            records.setdefault(layer, LayerRecord(positions=keep)).queries = select(queries, 2)
         if on_layer is not None:
             on_layer(layer, queries, keys, values)
 
     def record_output(layer: int, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        record = records.setdefault(layer, LayerRecord())
+        record = records.setdefault(layer, LayerRecord(positions=keep))
         if record.after is None:  # not the reference response's own pass through out_proj
-            with _saved_as_usual():
-                record.before, record.after = select(inputs[0], 1), select(output, 1)
+            with _saved_as_usual():  # (steps, positions, width), whatever order the layer ran them in
+                before, after = (backbone.attention_output_as_steps(t) for t in (inputs[0], output))
+                record.before, record.after = select(before, 1), select(after, 1)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(backbone.capture_attention(on_layer=record_queries))
-        for layer, module in enumerate(modules):
-            handle = module.out_proj.register_forward_hook(
+        for layer in range(backbone.layout.num_layers):
+            handle = backbone.output_projection(layer).register_forward_hook(
                 lambda _module, inputs, output, layer=layer: record_output(layer, inputs, output))
             stack.callback(handle.remove)
         yield records
@@ -157,14 +160,18 @@ def layer_distances(backbone: Backbone, records: dict[int, LayerRecord], referen
     for layer, module in enumerate(backbone.attention_modules()):
         record = records[layer]
         target = record.before if settings.before_out_proj else record.after
+        mask = backbone.reference_attention_mask(layer)
+        if mask is not None:
+            keep = record.positions
+            mask = (mask if keep is None else mask.index_select(0, keep.cpu())).to(record.queries.device)
 
-        def distance(queries: torch.Tensor, target: torch.Tensor, module: nn.Module = module, layer: int = layer,
+        def distance(queries: torch.Tensor, target: torch.Tensor, layer: int = layer, mask: torch.Tensor | None = mask,
                      shape: torch.Size = record.before.shape) -> torch.Tensor:
             with torch.no_grad() if settings.stop_grad_reference else contextlib.nullcontext():
-                response = reference_response(queries, reference_keys[layer], reference_values[layer])
+                response = reference_response(queries, reference_keys[layer], reference_values[layer], mask)
                 response = response.transpose(1, 2).reshape(shape)  # heads back into channels
                 if not settings.before_out_proj:
-                    response = module.out_proj(response)  # the adapted out_proj, as for the target
+                    response = backbone.output_projection(layer)(response)  # the adapted one, as for the target
             return _distance(target, response, settings.attn_loss)
 
         distances.append(checkpoint(distance, record.queries, target, use_reentrant=False,
@@ -185,7 +192,7 @@ def alignment_losses(
 ) -> dict[str, torch.Tensor]:
     """One forward of modality frames through encoder + `modality`'s LoRA + projector; eq. (9).
 
-    pixel_values (B, F, 3, S, S); reference_keys/values (layers, heads, positions, head_dim)
+    pixel_values (B, F*k, 3, S, S); reference_keys/values (layers, heads, positions, head_dim)
     (eq. 2); token_mean/var (D_llm,) (eq. 3). `images_per_frame` > 1 averages the projected
     tokens of each group of that many images before eq. (7), as the later stages feed them
     to the LLM, unless `settings.dist_per_image`.
@@ -193,9 +200,9 @@ def alignment_losses(
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(route(backbone, modality))
-        keep = None if settings.all_queries else backbone.pooled_positions().to(backbone.device)
+        keep = None if settings.all_queries else backbone.query_positions().to(backbone.device)
         records = stack.enter_context(recorded_layers(backbone, keep)) if not settings.no_attn else None
-        tokens = backbone.encode_frames(pixel_values)  # (B, F*n + 1, D_llm)
+        tokens = backbone.encode_frames(as_encoder_videos(backbone, pixel_values, images_per_frame))  # (B, T, D_llm)
         zero = tokens.new_zeros(())
         attn = zero
         if not settings.no_attn:

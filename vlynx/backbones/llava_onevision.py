@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from vlynx.backbones.base import Backbone, EncoderLayout
+from vlynx.backbones.base import Backbone, EncoderLayout, TokenLayout
 
 # Qwen2 ChatML, used when a checkpoint ships no chat template of its own (presets, tiny models).
 CHATML_TEMPLATE = (
@@ -63,6 +63,12 @@ class LlavaOnevisionBackbone(Backbone):
     def image_size(self) -> int:
         return self.model.config.vision_config.image_size
 
+    @property
+    def token_layout(self) -> TokenLayout:
+        rows, cols = self.layout.grid
+        # one frame per step, ceil(g/2)^2 pooled tokens per frame, one image_newline per video
+        return TokenLayout(frames_per_step=1, tokens_per_step=((rows + 1) // 2) * ((cols + 1) // 2), trailing_tokens=1)
+
     def pooled_positions(self) -> torch.Tensor:
         # 2x bilinear pooling of a g x g grid to ceil(g/2)^2 samples rows/cols 0, 2, 4, ...
         rows, cols = self.layout.grid
@@ -70,9 +76,12 @@ class LlavaOnevisionBackbone(Backbone):
         keep_cols = torch.arange(0, cols, 2)
         return (keep_rows[:, None] * cols + keep_cols[None, :]).flatten()
 
-    def tokens_per_video(self, num_frames: int) -> int:
-        rows, cols = self.layout.grid
-        return num_frames * ((rows + 1) // 2) * ((cols + 1) // 2) + 1  # + one image_newline per video
+    def query_positions(self) -> torch.Tensor:
+        # the positions 2x pooling keeps, one per pooled token (the authors' choice)
+        return self.pooled_positions()
+
+    def output_projection(self, layer: int) -> nn.Module:
+        return self.attention_modules()[layer].out_proj
 
     @property
     def vision_lora_targets(self) -> str:

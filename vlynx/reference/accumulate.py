@@ -45,16 +45,18 @@ def accumulate(backbone: Backbone, accumulators: Sequence[SourceAccumulator],
                videos: Sequence[tuple[int, torch.Tensor]]) -> None:
     """One encoder pass over `videos`, (source index, (F, 3, S, S) pixels) pairs of equal F.
 
+    K/V are counted per encoder step (one frame, or `token_layout.frames_per_step` fused frames).
+
     Folds every video's per-layer K/V (eq. 2) and projected tokens (eq. 3) into the
     accumulator of its source.
     """
     pixels = torch.stack([p for _, p in videos])  # (B, F, 3, S, S)
-    frames = pixels.shape[1]
+    frames = backbone.encoder_steps(pixels.shape[1])  # captured K/V rows per video
     owners = torch.tensor([s for s, _ in videos])  # source index of each video
     groups = []  # (accumulator, its videos, their frame rows or None for the whole batch)
     for source in owners.unique().tolist():
         members = (owners == source).nonzero().flatten()
-        # frames of video b are rows b*F .. b*F+F-1 of the captured (B*F, heads, positions, head_dim)
+        # steps of video b are rows b*F .. b*F+F-1 of the captured (B*F, heads, positions, head_dim)
         frame_rows = (members[:, None] * frames + torch.arange(frames)).flatten().to(pixels.device)
         groups.append((accumulators[source], members, None if len(members) == len(videos) else frame_rows))
 
