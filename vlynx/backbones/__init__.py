@@ -16,6 +16,7 @@ import torch
 
 from vlynx.backbones.base import AttentionCapture, Backbone, EncoderLayout
 from vlynx.backbones.llava_onevision import LlavaOnevisionBackbone
+from vlynx.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
 from vlynx.errors import VlynxError
 from vlynx.stage_configs import LOAD_DTYPES
 
@@ -43,6 +44,7 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
 
 
 register_backbone(LlavaOnevisionBackbone)
+register_backbone(Qwen2_5_VLBackbone)
 
 
 def _backbone_class(model_type: str, source: str) -> type[Backbone]:
