@@ -303,7 +303,8 @@ class Backbone(ABC):
 
         with _recording(record):
             for key, config in configs.items():
-                config._attn_implementation = f"{_CAPTURE_PREFIX}{previous[key] or 'eager'}"
+                if not (previous[key] or "").startswith(_CAPTURE_PREFIX):  # nested captures share one wrapper
+                    config._attn_implementation = f"{_CAPTURE_PREFIX}{previous[key] or 'eager'}"
             try:
                 yield capture
             finally:
