@@ -3,6 +3,10 @@
 Reads top to bottom: load the backbone -> attach the aligned vision adapters (frozen) and a
 fresh LLM LoRA -> read and tokenize the conversations -> train on HF Trainer -> save a bundle.
 
+With `token_cache`, the frozen streams' tokens (video always; a modality when its adapter is not
+trained) are computed once into the cache before training and read from it in every step
+(`vlynx.token_cache`): the same tokens, so the same bundle.
+
 Variants from the paper, by setting:
 - no modalities: the "-FT" baseline (video only + LLM LoRA);
 - `train_vision_adapter`: vision LoRAs train jointly with the LLM LoRA; a modality with
@@ -25,6 +29,7 @@ from vlynx.adapters import (
     LoraSettings,
     add_llm_adapter,
     add_vision_adapter,
+    encode,
     find_adapter_dir,
     load_adapter,
     save_adapters,
@@ -37,7 +42,6 @@ from vlynx.conversation import (
     Example,
     Modality,
     TokenizedChat,
-    encode_blocks,
     images_per_frame,
     load_examples,
     read_streams,
@@ -54,7 +58,9 @@ from vlynx.outputs import (
     run_identity,
     save_run,
 )
-from vlynx.stage_configs import TuneConfig
+from vlynx.progress import log, progress
+from vlynx.stage_configs import VIDEO_STREAM, TuneConfig
+from vlynx.token_cache import TokenCache, adapter_fingerprint, run_fingerprint, transform_fingerprint
 from vlynx.training import enable_gradient_checkpointing, last_checkpoint, show_progress, train, training_arguments
 
 @dataclass(frozen=True)
@@ -115,12 +121,16 @@ def run_tune(config: TuneConfig, transforms: Mapping[str, Modality] | None = Non
         enable_gradient_checkpointing(config, backbone.language_model,
                                       *([backbone.vision_tower] if config.train_vision_adapter else []))
 
-        # 2. Data: every entry checked and tokenized before training starts; media decoded per step.
+        # 2. Data: every entry checked and tokenized before training starts; media decoded per step,
+        # except the frozen streams' tokens when a token cache keeps them (filled here, once).
         transforms = _transforms(config, transforms)
-        dataset = ConversationDataset(backbone, examples, transforms, config.frames)
+        group = {m: images_per_frame(transforms[m]) for m in config.modalities}
+        cache = _token_cache(config, backbone, transforms, adapter_dirs) if config.token_cache else None
+        dataset = ConversationDataset(backbone, examples, transforms, config.frames, cache)
+        if cache is not None:
+            fill_token_cache(dataset, group, config.batch_size, args.process_index, args.world_size)
 
         # 3. Train: AdamW, linear warm-up then cosine decay (paper §A), checkpoints for --resume.
-        group = {m: images_per_frame(transforms[m]) for m in config.modalities}
         trainer = InstructionTrainer(backbone, config.modalities, group, trained, config.train_vision_adapter,
                                      model=backbone.peft_model, args=args, train_dataset=dataset,
                                      data_collator=Collator(backbone.pad_token_id))
@@ -174,6 +184,45 @@ def _transforms(config: TuneConfig, given: Mapping[str, Modality] | None) -> dic
     return {m: given[m] for m in config.modalities}
 
 
+def _token_cache(config: TuneConfig, backbone: Backbone, transforms: Mapping[str, Modality],
+                 adapter_dirs: Sequence[Path | None]) -> TokenCache:
+    """The run's token cache, for the video stream and each modality whose adapter stays frozen."""
+    streams: dict[str, dict[str, Any]] = {VIDEO_STREAM: {}}
+    if not config.train_vision_adapter:
+        for modality, directory in zip(config.modalities, adapter_dirs):
+            streams[modality] = {
+                "adapter": adapter_fingerprint(directory),
+                "transform": transform_fingerprint(transforms[modality], config.modality_settings.get(modality, {})),
+            }
+    return TokenCache.open(config.token_cache, run_fingerprint(backbone, config.frames, streams))
+
+
+def fill_token_cache(dataset: ConversationDataset, group: Mapping[str, int], batch_size: int, rank: int = 0,
+                     world_size: int = 1) -> None:
+    """Encode and store the cached streams of every example the cache lacks, `batch_size` at a time.
+
+    Under several processes each encodes its share of the missing examples, then all wait for
+    the others and read the cache again.
+    """
+    cache = dataset.cache
+    missing = [index for index, keys in enumerate(dataset.cache_keys) if any(k not in cache for k in keys.values())]
+    log.info("token cache %s: %d of %d examples to encode", cache.directory, len(missing), len(dataset))
+    mine = missing[rank::world_size]
+    batches = [mine[start:start + batch_size] for start in range(0, len(mine), batch_size)]
+    for batch in progress(batches, desc="token cache", unit="batch"):
+        streams = [dataset.read_media(index) for index in batch]
+        entries = {}
+        for stream in dataset.cache_keys[batch[0]]:
+            pixels = torch.stack([item[stream] for item in streams])  # (B, F*k, 3, S, S), as the collator stacks
+            block = frozen_block(dataset.backbone, pixels, None if stream == VIDEO_STREAM else stream,
+                                 group.get(stream, 1))
+            entries.update({dataset.cache_keys[index][stream]: block[row] for row, index in enumerate(batch)})
+        cache.put(entries)
+    if world_size > 1:
+        torch.distributed.barrier()
+        cache.refresh()
+
+
 def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -184,29 +233,53 @@ def _device() -> str:
 class ConversationDataset(torch.utils.data.Dataset):
     """Tokenized conversations (all up front) with media decoded on access.
 
-    Item: {"input_ids": [int], "labels": [int], "streams": {"video": (F, 3, S, S), modality: ...}}.
+    Item: {"input_ids": [int], "labels": [int], "streams": {"video": (F, 3, S, S), modality: ...},
+    "cached": {stream: (T, D) tokens}}: a stream the token `cache` keeps is read from it (see
+    `fill_token_cache`), not decoded.
     """
 
     def __init__(self, backbone: Backbone, examples: Sequence[Example], transforms: Mapping[str, Modality],
-                 num_frames: int) -> None:
+                 num_frames: int, cache: TokenCache | None = None) -> None:
+        from vlynx.modalities.base import shared_scene_choice
+
         self.backbone = backbone
         self.examples = list(examples)
         self.transforms = dict(transforms)
         self.num_frames = num_frames
         self.chats: list[TokenizedChat] = [tokenize_chat(backbone, e.messages) for e in self.examples]
+        self.cache = cache
+        choice = shared_scene_choice(self.transforms.values())
+        self.cache_keys = [self._entry_keys(example, choice) for example in self.examples]
+
+    def _entry_keys(self, example: Example, scene_choice: Any) -> dict[str, str]:
+        """Cached stream -> the key of its tokens for `example` (a modality's frames depend on the video's too)."""
+        if self.cache is None:
+            return {}
+        return {stream: self.cache.entry_key(stream, [example.video] if stream == VIDEO_STREAM else
+                                             [example.video, example.sources.get(stream) or example.video],
+                                             scene_choice)
+                for stream in self.cache.fingerprint["streams"]}
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def read_media(self, index: int) -> dict[str, torch.Tensor]:
+        """Example `index`'s encoder inputs, every stream (`read_streams`)."""
         example = self.examples[index]
-        streams = read_streams(self.backbone, example.video, example.sources, self.transforms, self.num_frames)
+        return read_streams(self.backbone, example.video, example.sources, self.transforms, self.num_frames)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        keys = self.cache_keys[index]
+        cached = {stream: self.cache.get(key) for stream, key in keys.items()}
+        decoded = len(cached) < 1 + len(self.transforms)
+        streams = {k: v for k, v in self.read_media(index).items() if k not in cached} if decoded else {}
         chat = self.chats[index]
-        return {"input_ids": chat.input_ids, "labels": chat.labels, "streams": streams}
+        return {"input_ids": chat.input_ids, "labels": chat.labels, "streams": streams, "cached": cached}
 
 
 class Collator:
-    """Pads text to (B, L) (labels with -100) and stacks each stream to (B, F, 3, S, S)."""
+    """Pads text to (B, L) (labels with -100), stacks each stream to (B, F, 3, S, S) and each cached block to
+    (B, T, D)."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
@@ -223,7 +296,40 @@ class Collator:
             "labels": labels,
             "lengths": torch.tensor([len(item["input_ids"]) for item in items]),
             "streams": {key: torch.stack([item["streams"][key] for item in items]) for key in items[0]["streams"]},
+            "cached": {key: torch.stack([item["cached"][key] for item in items]) for key in items[0]["cached"]},
         }
+
+
+def media_blocks(backbone: Backbone, streams: Mapping[str, torch.Tensor], cached: Mapping[str, torch.Tensor],
+                 modalities: Sequence[str], trained: Sequence[str], group: Mapping[str, int]) -> list[torch.Tensor]:
+    """The media blocks in prompt order [video, modality 1, ...], each (B, T, D).
+
+    A block in `cached` is used as it is; a stream whose adapter is in `trained` is encoded with
+    autograd (adapter dropout on in training); any other is a `frozen_block`.
+    """
+    blocks = []
+    for stream, modality in [(VIDEO_STREAM, None), *((m, m) for m in modalities)]:
+        if stream in cached:
+            blocks.append(cached[stream])
+        elif modality in trained:
+            blocks.append(encode(backbone, streams[stream], modality, group.get(stream, 1)))
+        else:
+            blocks.append(frozen_block(backbone, streams[stream], modality, group.get(stream, 1)))
+    return blocks
+
+
+def frozen_block(backbone: Backbone, pixels: torch.Tensor, modality: str | None,
+                 images_per_frame: int = 1) -> torch.Tensor:
+    """Tokens of a frozen stream (video, or a modality whose adapter is not trained): no autograd, the encoder
+    in eval mode (no dropout), so they are a fixed function of the frames, as the token cache keeps them."""
+    tower = backbone.vision_tower
+    was_training = tower.training
+    tower.eval()
+    try:
+        with torch.no_grad():
+            return encode(backbone, pixels, modality, images_per_frame)
+    finally:
+        tower.train(was_training)
 
 
 class InstructionTrainer(Trainer):
@@ -245,8 +351,8 @@ class InstructionTrainer(Trainer):
         input_ids = [row[:n].tolist() for row, n in zip(inputs["input_ids"], lengths)]
         labels = [row[:n].tolist() for row, n in zip(inputs["labels"], lengths)]
         # Video block (base encoder) + one block per modality (its adapter); no autograd unless training them.
-        blocks = encode_blocks(self.backbone, inputs["streams"], self.modalities, grad=self.train_vision,
-                               group=self.group)
+        blocks = media_blocks(self.backbone, inputs["streams"], inputs["cached"], self.modalities,
+                              self.modalities if self.train_vision else [], self.group)
         batch = splice_blocks(self.backbone, input_ids, blocks, labels)
         outputs = model(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"],
                         use_cache=False)
