@@ -140,6 +140,16 @@ def test_a_second_run_decodes_and_encodes_nothing(world, tmp_path, encoder_calls
     assert second.losses[0] == first.losses[0]  # same first batch, same tokens: same loss before any update
 
 
+def test_questions_on_one_clip_are_encoded_once(world, tmp_path, encoder_calls):
+    entries = json.loads((world / "data.json").read_text())
+    entries[1]["video"] = entries[0]["video"]  # two questions on clip0
+    (tmp_path / "data.json").write_text(json.dumps(entries))
+    tune(world, tmp_path / "bundle", data=str(tmp_path / "data.json"), token_cache=str(tmp_path / "cache"),
+         max_steps=1)
+    assert encoder_calls == {"encoder": 2, "media": 2}  # one batch of the 2 clips, 2 streams
+    assert len(TokenCache.open(tmp_path / "cache", json.loads((tmp_path / "cache" / MANIFEST).read_text()))) == 4
+
+
 def test_a_video_only_run_shares_its_video_tokens_with_a_modality_run(world, tmp_path, encoder_calls):
     cache = str(tmp_path / "cache")
     tune(world, tmp_path / "video-only", token_cache=cache, modalities=[], vision_adapters=[], max_steps=1)

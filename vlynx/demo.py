@@ -106,8 +106,11 @@ def _run(config: DemoConfig, out: Path) -> dict[str, Any]:
     for number, row in enumerate(ROWS, 1):
         log.info("[4/5] row %d/%d: %s", number, len(ROWS), row.name)
         began = time.perf_counter()
+        # The frozen tokens (video; the aligned audio adapter's) are computed once per example and adapter:
+        # a cache folder keeps one adapter's tokens per modality, and rows without one share the first's video.
+        cache = out / "token-cache" / (row.alignment or next(iter(ALIGNMENTS)))
         model, losses = _row_model(out / "bundles" / _slug(row.name), row, splits["train"], aligned,
-                                   audio_settings, config)
+                                   audio_settings, config, cache)
         log.info("[5/5] evaluating %s", row.name)
         predictions = Path("predictions") / f"{_slug(row.name)}.jsonl"
         accuracy, counts = _evaluate(model, splits["test"], out / predictions)
@@ -152,7 +155,7 @@ def _align(out: Path, data: Path, reference: Path, audio_settings: dict[str, Any
 
 
 def _row_model(out: Path, row: Row, train: Path, aligned: dict[str, tuple[Path, dict[str, float]]],
-               audio_settings: dict[str, Any], config: DemoConfig):
+               audio_settings: dict[str, Any], config: DemoConfig, token_cache: Path):
     from vlynx.backbones import load_backbone
     from vlynx.bundle import VLynx
     from vlynx.miniworld import WORLD
@@ -169,6 +172,7 @@ def _row_model(out: Path, row: Row, train: Path, aligned: dict[str, tuple[Path, 
         llm_rank=config.llm_rank, llm_alpha=2.0 * config.llm_rank,
         max_steps=config.tune_steps, lr=config.tune_lr, batch_size=config.batch_size, seed=config.seed,
         logging_steps=max(config.tune_steps // 5, 1), save_steps=10 * config.tune_steps, overwrite=True,
+        token_cache=str(token_cache),
     ))
     losses = {"tune_final": round(result.losses[-1], 4)} if result.losses else {}
     if row.alignment:

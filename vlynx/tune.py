@@ -201,13 +201,16 @@ def fill_token_cache(dataset: ConversationDataset, group: Mapping[str, int], bat
                      world_size: int = 1) -> None:
     """Encode and store the cached streams of every example the cache lacks, `batch_size` at a time.
 
-    Under several processes each encodes its share of the missing examples, then all wait for
-    the others and read the cache again.
+    Examples with the same media (several questions on one clip) are encoded once. Under several
+    processes each encodes its share, then all wait for the others and read the cache again.
     """
     cache = dataset.cache
-    missing = [index for index, keys in enumerate(dataset.cache_keys) if any(k not in cache for k in keys.values())]
-    log.info("token cache %s: %d of %d examples to encode", cache.directory, len(missing), len(dataset))
-    mine = missing[rank::world_size]
+    todo: dict[tuple[str, ...], int] = {}  # the entries an example needs -> the first example needing them
+    for index, keys in enumerate(dataset.cache_keys):
+        if any(key not in cache for key in keys.values()):
+            todo.setdefault(tuple(keys.values()), index)
+    log.info("token cache %s: %d of %d examples' media to encode", cache.directory, len(todo), len(dataset))
+    mine = list(todo.values())[rank::world_size]
     batches = [mine[start:start + batch_size] for start in range(0, len(mine), batch_size)]
     for batch in progress(batches, desc="token cache", unit="batch"):
         streams = [dataset.read_media(index) for index in batch]
