@@ -186,7 +186,9 @@ class Qwen2_5_VLBackbone(Backbone):
         def hand_on(layer: int) -> None:
             if layer not in pieces:
                 return
-            query, key, value = (self._as_steps(torch.cat(parts, dim=2)) for parts in zip(*pieces.pop(layer)))
+            # Kept as usual even inside a checkpointed layer: its recomputation runs without this capture.
+            with torch.autograd.graph.saved_tensors_hooks(lambda tensor: tensor, lambda tensor: tensor):
+                query, key, value = (self._as_steps(torch.cat(parts, dim=2)) for parts in zip(*pieces.pop(layer)))
             if on_layer is not None:
                 on_layer(layer, query, key, value)
             else:

@@ -140,10 +140,10 @@ def _question_span(ids: list[int], empty: list[int], image: int) -> tuple[int, i
 def frame_maps(backbone: Backbone, weights: torch.Tensor, frames: int) -> np.ndarray:
     """A stream's frame-token weights (F*n,) as (F, rows, cols) maps on the backbone's pooled token grid.
 
-    The grid is read off `pooled_positions` (the patch positions the pooled tokens stand for);
+    The grid is read off `query_positions` (the patch position each frame token stands for);
     a layout that is not a full grid is drawn as one row of n tokens.
     """
-    positions = backbone.pooled_positions()
+    positions = backbone.query_positions()
     columns = backbone.layout.grid[1]
     rows, cols = positions.div(columns, rounding_mode="floor").unique().numel(), (positions % columns).unique().numel()
     per_frame = weights.numel() // frames

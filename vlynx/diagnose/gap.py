@@ -139,7 +139,7 @@ def _encode(backbone: Backbone, pixels: torch.Tensor, modality: str | None, refe
             stats.keys.total[layer] += keys.float().sum(0).cpu()  # (heads, positions, head_dim)
             stats.values.total[layer] += values.float().sum(0).cpu()
 
-    keep = None if settings.all_queries else backbone.pooled_positions().to(backbone.device)
+    keep = None if settings.all_queries else backbone.query_positions().to(backbone.device)
     with route(backbone, modality), recorded_layers(backbone, keep, on_layer=add_keys_values) as records:
         tokens = backbone.encode_frames(pixels)  # (B, F*k*n + 1, D)
         if reference is not None:
