@@ -232,3 +232,14 @@ def test_a_rewritten_media_file_gets_a_new_key(fingerprint, tmp_path):
     before = media_identity(folder)
     (folder / "color" / "0.jpg").write_bytes(b"xy")  # the folder's own mtime does not change
     assert media_identity(folder) != before
+
+
+def test_a_damaged_shard_or_a_folder_without_manifest_is_a_clear_error(fingerprint, tmp_path):
+    TokenCache.open(tmp_path / "cache", fingerprint()).put({"a": torch.zeros(2)})
+    shard = next((tmp_path / "cache").glob("*.safetensors"))
+    shard.write_bytes(b"not a safetensors file")
+    with pytest.raises(VlynxError, match="cannot read a token-cache shard.*delete it"):
+        TokenCache.open(tmp_path / "cache", fingerprint())
+    (tmp_path / "cache" / MANIFEST).unlink()
+    with pytest.raises(VlynxError, match=f"holds token shards but no {MANIFEST}"):
+        TokenCache.open(tmp_path / "cache", fingerprint())

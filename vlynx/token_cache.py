@@ -90,13 +90,13 @@ class TokenCache:
 
     def get(self, key: str) -> torch.Tensor:
         """The stored tokens of entry `key`, bit for bit and in their dtype, on the CPU."""
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         shard = self._index[key]
         try:
             with safe_open(str(shard), framework="pt") as handle:
                 return handle.get_tensor(key)
-        except (OSError, RuntimeError) as error:  # safetensors reports a damaged header as either
+        except (OSError, SafetensorError) as error:
             raise VlynxError(f"cannot read a token-cache shard ({error}); delete it to recompute its entries",
                              shard) from error
 
@@ -217,14 +217,14 @@ def _read_manifest(path: Path) -> dict[str, Any] | None:
 
 def _scan_shards(directory: Path) -> dict[str, Path]:
     """Entry key -> shard, from every shard's header (no tensor is read)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     index: dict[str, Path] = {}
     for shard in sorted(directory.glob("*.safetensors")):
         try:
             with safe_open(str(shard), framework="pt") as handle:
                 index.update(dict.fromkeys(handle.keys(), shard))
-        except (OSError, RuntimeError) as error:
+        except (OSError, SafetensorError) as error:
             raise VlynxError(f"cannot read a token-cache shard ({error}); delete it to recompute its entries",
                              shard) from error
     return index
