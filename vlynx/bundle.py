@@ -216,7 +216,9 @@ class VLynx:
                   for b in encode_blocks(backbone, streams, self.modalities, group=group)]
         # Left padding puts every option's tokens at the end, so only the last positions need logits.
         inputs = splice_blocks(backbone, [prompt + answer for answer in answers], blocks, padding_side="left")
-        positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
+        positions = inputs.pop("position_ids", None)  # a family's own (Qwen2.5-VL: M-RoPE), else 1-D:
+        if positions is None:
+            positions = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # as generate numbers left-padded rows
         keep = max(len(a) for a in answers) + 1
         logits = backbone.model(**inputs, position_ids=positions, logits_to_keep=keep).logits  # (N, keep, V)
         log_probs = torch.log_softmax(logits.float(), dim=-1)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vlynx.adapters import average_image_groups, route
+from vlynx.adapters import as_encoder_videos, average_image_groups, route
 from vlynx.backbones.base import Backbone
 from vlynx.diagnose.geometry import DirectionSums, TokenSample, modality_geometry
 from vlynx.errors import VlynxError
@@ -116,7 +116,8 @@ def token_pass(backbone: Backbone, batches: Iterable[torch.Tensor], *, modality:
     try:
         with torch.no_grad():
             for pixels in batches:
-                images = _encode(backbone, pixels, modality, reference, settings, stats)  # (B, F*k*n + 1, D)
+                images = _encode(backbone, as_encoder_videos(backbone, pixels, images_per_frame), modality,
+                                 reference, settings, stats)  # (B, F*k*n + 1, D); fused frames: (B*k, T, D)
                 tokens = average_image_groups(backbone, images, images_per_frame)  # (B, F*n + 1, D), as the LLM gets
                 rows = tokens.reshape(-1, tokens.shape[-1])
                 stats.directions.update(rows)
