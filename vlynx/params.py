@@ -1,7 +1,8 @@
 """Exact count of the trainable parameters V-LynX adds to a backbone (paper Tables 1-4, B1)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 from vlynx.adapters import (
     LLM_ADAPTER,
@@ -19,13 +20,15 @@ from vlynx.stage_configs import llm_alpha_for, vision_alpha_for
 class AddedParameters:
     vision_lora: int  # one modality's encoder LoRA
     llm_lora: int
+    vision_layout: str = field(default="", compare=False)  # the Linears the vision LoRA sits on, as counted
+    notes: tuple[str, ...] = field(default=(), compare=False)  # the backbone's remarks on the count
 
     @property
     def total(self) -> int:
         return self.vision_lora + self.llm_lora
 
     def as_dict(self) -> dict[str, int]:
-        return {**asdict(self), "total": self.total}
+        return {"vision_lora": self.vision_lora, "llm_lora": self.llm_lora, "total": self.total}
 
 
 def count_added_parameters(model: str, vision_rank: int = VISION_LORA.rank, llm_rank: int = LLM_LORA.rank,
@@ -40,4 +43,22 @@ def count_added_parameters(model: str, vision_rank: int = VISION_LORA.rank, llm_
     return AddedParameters(
         vision_lora=adapter_parameter_count(backbone, modality),
         llm_lora=adapter_parameter_count(backbone, LLM_ADAPTER),
+        vision_layout=_adapted_linears(backbone.model, modality),
+        notes=tuple(backbone.parameter_notes(vision_rank)),
     )
+
+
+def _adapted_linears(model, adapter: str) -> str:
+    """The Linears adapter `adapter` sits on, by name: "q_proj, k_proj (x24 each; 48 Linears)"."""
+    names = Counter(_short_name(name) for name, module in model.named_modules()
+                    if adapter in getattr(module, "lora_A", {}))
+    counts = set(names.values())
+    each = f"x{counts.pop()} each; " if len(counts) == 1 else ""
+    listed = ", ".join(name if each else f"{name} x{count}" for name, count in names.items())
+    return f"{listed} ({each}{sum(names.values())} Linears)"
+
+
+def _short_name(name: str) -> str:
+    """A module's own name, with its parent's where it is a list index ("merger.mlp.0" -> "mlp.0")."""
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1].isdigit() else parts[-1]

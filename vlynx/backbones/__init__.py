@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from vlynx.backbones.base import AttentionCapture, Backbone, EncoderLayout
+from vlynx.backbones.internvl import InternVLBackbone
 from vlynx.backbones.llava_onevision import LlavaOnevisionBackbone
 from vlynx.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
 from vlynx.errors import VlynxError
@@ -45,6 +46,7 @@ def register_backbone(cls: type[Backbone]) -> type[Backbone]:
 
 register_backbone(LlavaOnevisionBackbone)
 register_backbone(Qwen2_5_VLBackbone)
+register_backbone(InternVLBackbone)
 
 
 def _backbone_class(model_type: str, source: str) -> type[Backbone]:

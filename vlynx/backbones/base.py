@@ -44,10 +44,11 @@ class EncoderLayout:
     num_heads: int
     head_dim: int
     grid: tuple[int, int]  # patch grid (rows, cols) of one encoder step; positions are row-major
+    leading_positions: int = 0  # tokens the encoder attends over before the grid (InternViT's CLS): positions 0..n-1
 
     @property
     def num_positions(self) -> int:
-        return self.grid[0] * self.grid[1]
+        return self.leading_positions + self.grid[0] * self.grid[1]
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,10 @@ class Backbone(ABC):
     @abstractmethod
     def llm_lora_targets(self) -> str:
         """Regex (PEFT `target_modules`) for q/k/v/o/gate/up/down of every LLM layer."""
+
+    def parameter_notes(self, vision_rank: int) -> list[str]:
+        """Remarks `vlynx params` prints beside the counts (e.g. where a published count used another layout)."""
+        return []
 
     # ----- frames -> tokens --------------------------------------------------------
     @abstractmethod

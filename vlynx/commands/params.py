@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "(no weights are loaded or downloaded beyond the config).",
     )
     parser.add_argument("--model", required=True,
-                        help="preset (llava-onevision-0.5b, llava-onevision-7b, tiny), hub id or checkpoint dir")
+                        help="preset (see docs/method.md §3-§4, e.g. llava-onevision-0.5b, qwen2.5-vl-3b, "
+                        "internvl2.5-4b), hub id or checkpoint dir")
     # the ranks' defaults are the stages' (alpha does not change a count)
     parser.add_argument("--vision-rank", type=int, default=TuneConfig.vision_rank,
                         help=f"vision LoRA rank (default {TuneConfig.vision_rank})")
@@ -47,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.model}  (vision rank {args.vision_rank}, LLM rank {args.llm_rank})")
     for label, value in rows:
         print(f"  {label:<30} {value:>13,d}  ({value / 1e6:.1f}M)")
+    print(f"  vision LoRA on: {counts.vision_layout}")
+    for note in counts.notes:
+        print(f"  note: {note}")
     return 0
