@@ -301,3 +301,36 @@ def test_added_parameters_and_the_papers_fused_qkv_count():
     llm_8b = 32 * (2 * r * (4096 + 4096) + 2 * r * (4096 + 1024) + 3 * r * (4096 + 14336))
     assert count_added_parameters("internvl2.5-8b").as_dict() == {
         "vision_lora": split, "llm_lora": llm_8b, "total": split + llm_8b}
+
+
+def test_gradient_checkpointing_gives_the_same_alignment_gradients(checkpoint):
+    from vlynx.adapters import add_vision_adapter, same_routing_in_recomputation
+    from vlynx.losses import alignment_losses
+
+    gradients = []
+    for checkpointing in (False, True):
+        backbone = load_backbone(checkpoint)
+        add_vision_adapter(backbone, "depth")
+        backbone.model.eval()
+        with torch.no_grad():
+            for name, parameter in backbone.model.named_parameters():
+                if "lora_" in name:  # the same LoRA weights in both runs
+                    parameter.copy_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(9)) * 0.1)
+        if checkpointing:
+            tower = backbone.vision_tower
+            tower.train()  # HF checkpoints its layers only in training mode; LoRA dropout stays off
+            for module in tower.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.eval()
+            tower.activation_checkpointing_enable(activation_checkpointing_kwargs={
+                "use_reentrant": False, "context_fn": same_routing_in_recomputation(tower)})
+        layout = backbone.layout
+        shape = (layout.num_layers, layout.num_heads, layout.num_positions, layout.head_dim)
+        generator = torch.Generator().manual_seed(4)
+        ref_k, ref_v = torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+        loss = alignment_losses(backbone, "depth", pixels(1, 2), ref_k, ref_v, torch.zeros(64), torch.ones(64))["loss"]
+        loss.backward()
+        gradients.append({n: p.grad for n, p in backbone.model.named_parameters() if p.requires_grad})
+    assert gradients[0].keys() == gradients[1].keys()
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6)
