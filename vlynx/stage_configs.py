@@ -307,7 +307,12 @@ class DemoConfig(StageConfig):
     STAGE = "demo"
 
     out: str = field(default="demo-out", metadata=flag("output folder"))
-    seed: int = field(default=0, metadata=flag("seed of the world and of training"))
+    seed: int = field(default=0, metadata=flag("first seed of the world and of training"))
+    seeds: int = field(default=3, metadata=flag("how many seeds (seed, seed+1, ...): every row runs on each "
+                                                  "seed's world, and the table shows mean and 95%% interval"))
+    curve: bool = field(default=False, metadata=flag(
+        "add the paired-data curve: FT, V-LynX, w/o interface alignment and the control tuned on fewer paired scenes"))
+    curve_scenes: list[int] = field(default_factory=lambda: [10, 20, 40])  # the curve's amounts below n_train
     quick: bool = field(default=False, metadata=flag(
         "a small, fast run that checks the plumbing (about 2 minutes on 2 CPU cores)"))
     overwrite: bool = field(default=False, metadata=flag("replace an existing output folder"))
@@ -339,6 +344,8 @@ class DemoConfig(StageConfig):
         super().check()
         if self.seed < 0:
             raise VlynxError("seed must be a non-negative integer")
+        if self.seeds < 1 or any(n < 1 for n in self.curve_scenes):
+            raise VlynxError("seeds and every curve_scenes amount must be at least 1")
         resolved = self.resolved()
         for name in (*self.SIZES, "batch_size", "vision_rank", "llm_rank"):
             if getattr(resolved, name) < 1:

@@ -15,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         description="Run the real pipeline on the shipped miniature world and its tiny Video LLM (trained on "
         "silent video only): reference statistics, interface alignment of an audio LoRA on unpaired audio, "
         "instruction tuning, and evaluation on held-out questions, for the paper's rows (zero-shot, FT, V-LynX "
-        "and its ablations). Prints a table and writes results.json, results.md and results.png.",
+        "and its ablations) and a control (an untrained vision LoRA), each on several seeds' worlds "
+        "(docs/demo.md). Prints a table with 95%% intervals and paired differences against V-LynX, and writes "
+        "results.json, results.md and results.png (and curve.png with --curve).",
     )
     add_stage_arguments(parser, DemoConfig)
     parser.set_defaults(handler=run)
@@ -28,5 +30,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(DemoConfig, args)
     report = run_demo(config)
     print(format_table(report))
-    print(f"\nresults: {config.out}/results.json, {config.out}/results.md, {config.out}/results.png")
+    pictures = "results.png" + (", curve.png" if config.curve else "")
+    print(f"\nresults: {config.out}/results.json, results.md, {pictures}")
     return 0
