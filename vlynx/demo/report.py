@@ -117,10 +117,16 @@ def plot_curve(report: dict[str, Any], path: Path) -> None:
     curve, seeds = report["curve"], report["seeds"]
     title = (f"vlynx demo --curve: audio accuracy against paired training scenes, mean and 95 % t interval "
              f"over {len(seeds)} seeds")
-    bars = [(row["name"], {f"{p['scenes']} scenes": p["accuracy"]["audio"] for p in row["points"]})
+    bars = [(row["name"], {f"{p['scenes']} paired scenes": p["accuracy"]["audio"] for p in row["points"]})
             for row in curve["rows"]]
     chance = report.get("chance", {}).get("audio")
-    _draw_panels(title, bars, {f"{s} scenes": chance for s in curve["scenes"]} if chance else {}, path)
+    _draw_panels(title, bars, {f"{s} paired scenes": chance for s in curve["scenes"]} if chance else {}, path)
+
+
+def _colour(name: str) -> tuple[int, int, int]:
+    """A row keeps its colour in every picture."""
+    names = [row.name for row in ROWS]
+    return COLOURS[names.index(name) % len(COLOURS)] if name in names else (0, 0, 0)
 
 
 def _draw_panels(title: str, bars: list[tuple[str, dict[str, dict[str, Any]]]],
@@ -132,14 +138,15 @@ def _draw_panels(title: str, bars: list[tuple[str, dict[str, dict[str, Any]]]],
 
     panels = list(bars[0][1])
     font, small = ImageFont.load_default(size=15), ImageFont.load_default(size=13)
-    label_w, panel_w, gap, bar_h, top = 300, 300, 30, 30, 80
+    label_w, panel_w, gap, bar_h, top = 300, 300, 60, 30, 80
     width = label_w + len(panels) * (panel_w + gap)
     height = top + len(bars) * bar_h + 70
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     draw.text((12, 10), title, fill="black", font=font)
-    draw.text((12, height - 24), "dashed red: chance (uniform over the question kind's answers);  "
-              "dotted grey: answer prior (most frequent training answer)", fill=(70, 70, 70), font=small)
+    draw.text((12, height - 24), "bars: mean; black whiskers: 95 % t interval;  dashed red: chance (uniform over "
+              "the question kind's answers);  dotted grey: answer prior (most frequent training answer)",
+              fill=(70, 70, 70), font=small)
     bottom = top + len(bars) * bar_h
     for k, (name, _) in enumerate(bars):
         draw.text((12, top + k * bar_h + 7), name, fill="black", font=small)
@@ -157,7 +164,7 @@ def _draw_panels(title: str, bars: list[tuple[str, dict[str, dict[str, Any]]]],
             interval, y = values[panel], top + k * bar_h
             if interval is None:
                 continue
-            draw.rectangle([x0, y + 5, x(interval["mean"]), y + bar_h - 5], fill=COLOURS[k % len(COLOURS)])
+            draw.rectangle([x0, y + 5, x(interval["mean"]), y + bar_h - 5], fill=_colour(bars[k][0]))
             mid = y + bar_h / 2
             draw.line([(x(interval["low"]), mid), (x(interval["high"]), mid)], fill="black", width=2)
             for end in (interval["low"], interval["high"]):
