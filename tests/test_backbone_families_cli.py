@@ -147,3 +147,30 @@ def test_preview_shows_the_encoders_frame_size(world):
     _run("preview", "--modality", "egocentric", str(root / "media" / "clip0.mp4"), "--out", str(out),
          "--frames", "1", "--model", str(root / "model"))
     assert np.asarray(Image.open(out).convert("RGB")).shape == (36, 36, 3)  # 32 px frame, 2 px border
+
+
+def test_tuning_feeds_the_llm_the_familys_own_positions(world, tmp_path, monkeypatch):
+    """Qwen2.5-VL's LLM reads M-RoPE positions over the media grid (three rows that differ on media tokens);
+    tuning must pass them on rather than let the model number the embeddings 1-D (three equal rows)."""
+    import vlynx.backbones
+    from vlynx.stage_configs import TuneConfig
+    from vlynx.tune import run_tune
+
+    family, root = world
+    positions, real = [], vlynx.backbones.load_backbone
+
+    def spy(*args, **kwargs):
+        backbone = real(*args, **kwargs)
+        backbone.language_model.register_forward_pre_hook(
+            lambda module, args, kwargs: positions.append(kwargs.get("position_ids")), with_kwargs=True)
+        return backbone
+
+    monkeypatch.setattr(vlynx.backbones, "load_backbone", spy)
+    run_tune(TuneConfig(model=str(root / "model"), data=str(root / "data.json"), media_root=str(root / "media"),
+                        out=str(tmp_path / "bundle"), frames=2, max_steps=1, batch_size=3, llm_rank=4))
+    assert positions
+    grid = positions[0]
+    if family == "qwen2.5-vl":  # (3, B, L): temporal, height, width rows differ on the media tokens
+        assert grid.shape[0] == 3 and not torch.equal(grid[1], grid[2])
+    else:  # 1-D positions, the model's own numbering
+        assert grid is None or grid.ndim == 2

@@ -357,8 +357,9 @@ class InstructionTrainer(Trainer):
         blocks = media_blocks(self.backbone, inputs["streams"], inputs["cached"], self.modalities,
                               self.modalities if self.train_vision else [], self.group)
         batch = splice_blocks(self.backbone, input_ids, blocks, labels)
+        # position_ids: the family's own (Qwen2.5-VL: M-RoPE over the media grid), None for 1-D positions
         outputs = model(inputs_embeds=batch["inputs_embeds"], attention_mask=batch["attention_mask"],
-                        use_cache=False)
+                        position_ids=batch.get("position_ids"), use_cache=False)
         # (10): -sum_t log p(y_t | y_<t, z_v, z_x, instruction) over supervised tokens, per supervised token.
         logits = outputs.logits[:, :-1].float()  # (B, L-1, vocab): position t predicts token t+1
         targets = batch["labels"][:, 1:]
