@@ -107,7 +107,8 @@ def load_backbone(
         config, tokenizer, pretrained = preset_config(source), None, False
     else:
         if not Path(source).exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-            raise VlynxError(f"no such model directory (presets: {', '.join(preset_names())})", source)
+            raise VlynxError(f"no such model directory (presets: {', '.join(preset_names())}; shipped: "
+                             f"{', '.join(SHIPPED_CHECKPOINTS)})", source)
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         except (OSError, ValueError) as error:
