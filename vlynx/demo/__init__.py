@@ -41,10 +41,11 @@ def _run(config: DemoConfig, out: Path) -> dict[str, Any]:
     runs = {}
     for seed in seeds:
         runs[seed] = run_seed(config.updated({"seed": seed}), out / f"seed-{seed}")
-    report = summarise(config.to_dict(), MODEL, seeds, {s: r["rows"] for s, r in runs.items()},
-                       {s: r["chance"] for s, r in runs.items()})
-    report["seconds"] = round(time.time() - started, 1)
-    _write(report, out)  # the table stands on its own before the (longer) curve starts
+        # Rewritten after every seed, so a long run stopped early still shows the seeds it finished.
+        report = summarise(config.to_dict(), MODEL, list(runs), {s: r["rows"] for s, r in runs.items()},
+                           {s: r["chance"] for s, r in runs.items()})
+        report["seconds"] = round(time.time() - started, 1)
+        _write(report, out)
     if config.curve:
         began = time.time()
         points = {}
