@@ -1,4 +1,4 @@
-"""Frame sampling throughput (issue 15): vlynx's reader vs decoding every frame; reference loader vs encoder.
+"""Frame sampling throughput: vlynx's reader vs decoding every frame; reference loader vs encoder.
 
     python benchmarks/decode.py                        # 60 s 1280x720 30 fps H.264, keyframe every 2 s
     python benchmarks/decode.py --gop 10 --clip /tmp/clip_gop10.mp4

@@ -1,4 +1,4 @@
-"""Held-out video accuracy of a miniworld Video LLM, per question kind (issue 17; docs/method.md §10).
+"""Held-out video accuracy of a miniworld Video LLM, per question kind (docs/method.md §10).
 
     python benchmarks/miniworld_accuracy.py                      # the shipped checkpoint, 200 + 200 scenes
     python benchmarks/miniworld_accuracy.py --model DIR --scenes 100
