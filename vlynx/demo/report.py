@@ -105,9 +105,10 @@ COLOURS = [(120, 120, 120), (160, 160, 160), (52, 110, 200), (110, 160, 230), (1
 
 def plot_results(report: dict[str, Any], path: Path) -> None:
     """One panel per category: a bar per row (mean accuracy) with its 95 % interval, chance lines on top."""
-    seeds = report["seeds"]
-    title = (f"vlynx demo on the miniature world: accuracy on held-out questions, mean and 95 % t interval "
-             f"over {len(seeds)} seeds ({seeds[0]}-{seeds[-1]})")
+    seeds, settings = report["seeds"], report["settings"]
+    title = (f"vlynx demo{' --quick' if settings.get('quick') else ''} on the miniature world "
+             f"({settings.get('n_train')} paired scenes, {settings.get('tune_steps')} tuning steps): accuracy on "
+             f"held-out questions, mean and 95 % t interval over {len(seeds)} seeds ({seeds[0]}-{seeds[-1]})")
     bars = [(row["name"], {c: row["accuracy"][c] for c in CATEGORIES}) for row in report["rows"]]
     _draw_panels(title, bars, report.get("chance", {}), path)
 
