@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from vlynx.backbones.llava_onevision import CHATML_TEMPLATE
+from vlynx.backbones.shared import CHATML_TEMPLATE
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 _WORD = re.compile(r"\w+|[^\w\s]")

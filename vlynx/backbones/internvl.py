@@ -18,16 +18,14 @@ choices made here (docs/method.md §3c):
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from vlynx.backbones.base import Backbone, EncoderLayout, TokenLayout
-from vlynx.backbones.llava_onevision import CHATML_TEMPLATE
+from vlynx.backbones.shared import CHATML_TEMPLATE, bfloat16_digest, resized_and_normalized
 from vlynx.errors import VlynxError
 
 # ImageNet normalisation of InternVL's image processor (after bicubic resize, x/255)
@@ -119,15 +117,7 @@ class InternVLBackbone(Backbone):
 
     # ----- frames -> tokens --------------------------------------------------------
     def preprocess_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        frames = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames shaped (F, H, W, 3), got {frames.dtype} {frames.shape}")
-        size = self.image_size
-        resized = np.stack(
-            [np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC)) for frame in frames]
-        )
-        pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        return (pixels - torch.tensor(_MEAN)[:, None, None]) / torch.tensor(_STD)[:, None, None]
+        return resized_and_normalized(frames, self.image_size, _MEAN, _STD)
 
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
@@ -186,12 +176,7 @@ class InternVLBackbone(Backbone):
         embeddings = self.vision_tower.embeddings
         tensors = [embeddings.patch_embeddings.projection.weight, embeddings.cls_token,
                    self.output_projection(-1).weight, self.projector.linear_2.weight]
-        if any(t.is_meta for t in tensors):
-            return None
-        digest = hashlib.sha256()
-        for tensor in tensors:
-            digest.update(tensor.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return bfloat16_digest(tensors)
 
     @property
     def chat_template(self) -> str:

@@ -1,25 +1,14 @@
 """LLaVA-OneVision (SigLIP encoder -> 2-layer MLP projector -> Qwen2) as a vlynx backbone."""
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from vlynx.backbones.base import Backbone, EncoderLayout, TokenLayout
-
-# Qwen2 ChatML, used when a checkpoint ships no chat template of its own (presets, tiny models).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
-    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from vlynx.backbones.shared import CHATML_TEMPLATE, bfloat16_digest, resized_and_normalized
 
 # SigLIP preprocessing of the LLaVA-OneVision processor: bicubic resize, x/255, (x - 0.5) / 0.5.
 _MEAN = 0.5
@@ -92,15 +81,7 @@ class LlavaOnevisionBackbone(Backbone):
         return r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
 
     def preprocess_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        frames = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames shaped (F, H, W, 3), got {frames.dtype} {frames.shape}")
-        size = self.image_size
-        resized = np.stack(
-            [np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC)) for frame in frames]
-        )
-        pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        return (pixels - _MEAN) / _STD
+        return resized_and_normalized(frames, self.image_size, (_MEAN,) * 3, (_STD,) * 3)
 
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
@@ -140,12 +121,7 @@ class LlavaOnevisionBackbone(Backbone):
             self.projector.linear_2.weight,
             self._inner.image_newline,
         ]
-        if any(t.is_meta for t in tensors):
-            return None
-        digest = hashlib.sha256()
-        for tensor in tensors:
-            digest.update(tensor.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return bfloat16_digest(tensors)
 
     @property
     def chat_template(self) -> str:

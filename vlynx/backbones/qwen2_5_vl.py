@@ -18,16 +18,14 @@ What differs from LLaVA-OneVision, and the choices made here (docs/method.md §3
 """
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from vlynx.backbones.base import Backbone, EncoderLayout, TokenLayout
-from vlynx.backbones.llava_onevision import CHATML_TEMPLATE
+from vlynx.backbones.shared import CHATML_TEMPLATE, bfloat16_digest, resized_and_normalized
 from vlynx.errors import VlynxError
 
 DEFAULT_IMAGE_SIZE = 448  # 16 x 28 px: whole 2x2 merge blocks and whole 112-px windows
@@ -126,15 +124,7 @@ class Qwen2_5_VLBackbone(Backbone):
 
     # ----- frames -> tokens --------------------------------------------------------
     def preprocess_frames(self, frames: np.ndarray | torch.Tensor) -> torch.Tensor:
-        frames = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"expected uint8 frames shaped (F, H, W, 3), got {frames.dtype} {frames.shape}")
-        size = self.image_size
-        resized = np.stack(
-            [np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC)) for frame in frames]
-        )
-        pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        return (pixels - torch.tensor(_MEAN)[:, None, None]) / torch.tensor(_STD)[:, None, None]
+        return resized_and_normalized(frames, self.image_size, _MEAN, _STD)
 
     def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pixel_values = pixel_values.to(device=self.device, dtype=self.dtype)
@@ -288,12 +278,7 @@ class Qwen2_5_VLBackbone(Backbone):
         """Hash of a few encoder/merger tensors rounded to bfloat16 (one digest in float32 and bfloat16)."""
         tensors = [self.vision_tower.patch_embed.proj.weight, self.output_projection(-1).weight,
                    self.projector.mlp[2].weight]
-        if any(t.is_meta for t in tensors):
-            return None
-        digest = hashlib.sha256()
-        for tensor in tensors:
-            digest.update(tensor.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return bfloat16_digest(tensors)
 
     @property
     def chat_template(self) -> str:
