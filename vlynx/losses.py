@@ -148,14 +148,16 @@ def layer_distances(backbone: Backbone, records: dict[int, LayerRecord], referen
     """Eq. (4)-(6) per layer: the distance (mean over elements) between the layer's attention response
     A_l and the response Ā_l its queries get from the video reference keys/values (eq. 5).
 
-    Each layer's Ā_l is computed in its own non-reentrant checkpoint: backward recomputes it from the
-    recorded queries instead of keeping the (frames, heads, q, positions) attention weights of every
-    layer, with the vision adapters routed as they were for the adapted out_proj.
+    When the encoder is gradient-checkpointed (memory first), each layer's Ā_l is computed in its own
+    non-reentrant checkpoint too: backward recomputes it from the recorded queries instead of keeping
+    the (frames, heads, q, positions) attention weights of every layer, with the vision adapters
+    routed as they were for the adapted out_proj. Otherwise it is kept (time first).
     """
     from torch.utils.checkpoint import checkpoint
 
     from vlynx.adapters import same_routing_in_recomputation
 
+    recompute = getattr(backbone.vision_tower, "is_activation_checkpointing", False)
     distances = []
     for layer, module in enumerate(backbone.attention_modules()):
         record = records[layer]
@@ -174,8 +176,11 @@ def layer_distances(backbone: Backbone, records: dict[int, LayerRecord], referen
                     response = backbone.output_projection(layer)(response)  # the adapted one, as for the target
             return _distance(target, response, settings.attn_loss)
 
-        distances.append(checkpoint(distance, record.queries, target, use_reentrant=False,
-                                    context_fn=same_routing_in_recomputation(module)))
+        if recompute:
+            distances.append(checkpoint(distance, record.queries, target, use_reentrant=False,
+                                        context_fn=same_routing_in_recomputation(module)))
+        else:
+            distances.append(distance(record.queries, target))
     return distances
 
 
