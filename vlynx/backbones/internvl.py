@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vlynx.backbones.base import Backbone, EncoderLayout, TokenLayout
-from vlynx.backbones.shared import CHATML_TEMPLATE, bfloat16_digest, resized_and_normalized
+from vlynx.backbones.shared import bfloat16_digest, resized_and_normalized, string_content_template
 from vlynx.errors import VlynxError
 
 # ImageNet normalisation of InternVL's image processor (after bicubic resize, x/255)
@@ -180,10 +180,5 @@ class InternVLBackbone(Backbone):
 
     @property
     def chat_template(self) -> str:
-        # Plain-text turns with an "<image>" placeholder. Templates that also take content lists write
-        # ChatML for a string (the -hf checkpoints' own does); others fall back to ChatML, the format
-        # InternVL-2.5's "internvl2_5" conversation template writes.
-        template = getattr(self.tokenizer, "chat_template", None)
-        if isinstance(template, str) and template and "content is string" in template:
-            return template
-        return CHATML_TEMPLATE
+        # the fallback ChatML is the format InternVL-2.5's "internvl2_5" conversation template writes
+        return string_content_template(self.tokenizer)

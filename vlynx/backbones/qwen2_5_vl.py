@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from vlynx.backbones.base import Backbone, EncoderLayout, TokenLayout
-from vlynx.backbones.shared import CHATML_TEMPLATE, bfloat16_digest, resized_and_normalized
+from vlynx.backbones.shared import bfloat16_digest, resized_and_normalized, string_content_template
 from vlynx.errors import VlynxError
 
 DEFAULT_IMAGE_SIZE = 448  # 16 x 28 px: whole 2x2 merge blocks and whole 112-px windows
@@ -282,9 +282,5 @@ class Qwen2_5_VLBackbone(Backbone):
 
     @property
     def chat_template(self) -> str:
-        # Plain-text turns with an "<image>" placeholder; processor-style templates (content lists) fall
-        # back to ChatML, the format Qwen2.5-VL's own template writes for text.
-        template = getattr(self.tokenizer, "chat_template", None)
-        if isinstance(template, str) and template and "content is string" in template:
-            return template
-        return CHATML_TEMPLATE
+        # the fallback ChatML is the format Qwen2.5-VL's own template for text writes
+        return string_content_template(self.tokenizer)

@@ -44,3 +44,13 @@ def bfloat16_digest(tensors: Sequence[torch.Tensor]) -> str | None:
     for tensor in tensors:
         digest.update(tensor.detach().to("cpu", torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def string_content_template(tokenizer) -> str:
+    """The tokenizer's chat template when it also renders a message whose content is a plain string
+    (vlynx's text turns with an "<image>" placeholder), else CHATML_TEMPLATE: processor-style templates
+    that render only content lists would drop the text."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str) and template and "content is string" in template:
+        return template
+    return CHATML_TEMPLATE
