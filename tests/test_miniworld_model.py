@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from vlynx.miniworld import checkpoint_dir, generate_split
-from vlynx.miniworld.pretraining import IGNORE_INDEX, PretrainConfig, build_model, load_video_qa, train_loop
+from vlynx.miniworld.pretraining import (IGNORE_INDEX, MOTION, PretrainConfig, StageSettings, build_model,
+                                         load_video_qa, pretraining_stages, train_loop)
 
 
 @pytest.fixture(scope="module")
@@ -35,23 +36,63 @@ def test_pretraining_examples_expand_video_and_supervise_only_the_answer(pretrai
         assert tokenizer.decode(ids[: len(ids) - len(supervised)]).endswith("assistant")
 
 
+TINY_STAGES = (StageSettings("single frames", 3, frames=1, motion_share=0.0, batch_size=4),
+               StageSettings("every question", 3, batch_size=8),
+               StageSettings("motion", 2, motion_share=1.0, llm_only=True, decay=False, batch_size=8),
+               StageSettings("every question, LLM", 3, llm_only=True, batch_size=8))
+
+
 def test_quick_pretraining_lowers_the_loss_and_is_deterministic(pretrain_split, tmp_path):
     from vlynx.backbones import load_backbone
     from vlynx.miniworld.pretraining import save_checkpoint
 
-    config = PretrainConfig(steps=6, batch_size=8, warmup_steps=1, learning_rate=3e-3)
+    config = PretrainConfig(stages=TINY_STAGES, warmup_steps=1, learning_rate=3e-3)
     runs = []
     for _ in range(2):
         backbone = build_model(seed=0)
-        data = load_video_qa(backbone, pretrain_split, config.num_frames)
-        runs.append((backbone, train_loop(backbone, data, config)))
+        data = {frames: load_video_qa(backbone, pretrain_split, frames) for frames in (1, 8)}
+        initial = {name: tensor.clone() for name, tensor in backbone.model.state_dict().items()}
+        runs.append((backbone, train_loop(backbone, pretraining_stages(config, data), config)))
     (backbone, losses), (_, again) = runs
-    assert losses == again
+    assert losses == again and len(losses) == 11
     assert np.mean(losses[-2:]) < losses[0]
+    # every parameter moved (the first two stages train all; the encoder's post-layernorm is unused, as
+    # LLaVA-OneVision reads the last hidden state), and all are trainable again afterwards
+    assert all(not torch.equal(tensor, initial[name]) for name, tensor in backbone.model.state_dict().items()
+               if "post_layernorm" not in name)
+    assert all(parameter.requires_grad for parameter in backbone.model.parameters())
     save_checkpoint(backbone, tmp_path, {"metrics": {}})
     reloaded = load_backbone(tmp_path)
     for name, tensor in backbone.model.state_dict().items():
         assert torch.equal(tensor, reloaded.model.state_dict()[name]), name
+
+
+def test_an_llm_only_stage_leaves_the_encoder_and_projector_unchanged(pretrain_split):
+    backbone = build_model(seed=0)
+    config = PretrainConfig(stages=TINY_STAGES[2:], warmup_steps=1, learning_rate=3e-3)
+    before = {name: tensor.clone() for name, tensor in backbone.model.state_dict().items()}
+    train_loop(backbone, pretraining_stages(config, {8: load_video_qa(backbone, pretrain_split, 8)}), config)
+    after = backbone.model.state_dict()
+    vision = [name for name in before if "vision_tower" in name or "multi_modal_projector" in name]
+    assert vision and all(torch.equal(before[name], after[name]) for name in vision)
+    assert not torch.equal(before["lm_head.weight"], after["lm_head.weight"])
+
+
+def test_stages_draw_their_share_of_motion_questions_from_their_frames(pretrain_split):
+    backbone = build_model(seed=0)
+    data = {frames: load_video_qa(backbone, pretrain_split, frames) for frames in (1, 8)}
+    assert data[1].pixels.shape[1] == 1 and data[8].pixels.shape[1] == 8
+    frames, motion_only, last = pretraining_stages(PretrainConfig(), data)
+    for stage, expected_frames, expected_counts in ((frames, 1, (0, 32)), (motion_only, 8, (16, 0)),
+                                                    (last, 8, (5, 11))):
+        (motion, in_motion), (rest, others) = stage.pools
+        assert stage.data is data[expected_frames]
+        assert (in_motion, others) == expected_counts  # round(16 / 3) = 5 motion questions per batch of 16
+        assert {stage.data.kinds[i] for i in motion} == {MOTION}
+        assert MOTION not in {stage.data.kinds[i] for i in rest}
+        assert sorted(motion + rest) == list(range(len(stage.data.kinds)))
+    assert [(s.settings.llm_only, s.settings.decay) for s in (frames, motion_only, last)] == [
+        (False, True), (True, False), (False, True)]
 
 
 def test_shipped_checkpoint_loads_by_name_with_the_worlds_tokenizer():
@@ -105,10 +146,10 @@ def test_pretrain_api_writes_a_loadable_checkpoint_with_its_record(tmp_path):
     from vlynx.backbones import load_backbone
 
     threads = torch.get_num_threads()
-    out = vlynx.miniworld.pretrain(tmp_path / "ckpt", seed=1, steps=2, scenes=2, eval_scenes=2, batch_size=4)
+    out = vlynx.miniworld.pretrain(tmp_path / "ckpt", seed=1, stage_steps=[1, 1, 2], scenes=2, eval_scenes=2)
     assert torch.get_num_threads() == threads  # the run's thread setting does not leak
     record = json.loads((out / "pretrain.json").read_text())
-    assert record["config"]["steps"] == 2 and record["config"]["seed"] == 1
+    assert [stage["steps"] for stage in record["config"]["stages"]] == [1, 1, 2] and record["config"]["seed"] == 1
     assert 0 <= record["metrics"]["held_out_accuracy"]["overall"] <= 1
     assert load_backbone(out).tokenizer is not None
 
@@ -119,7 +160,7 @@ def test_pretrain_refuses_to_replace_a_folder_that_is_no_checkpoint(tmp_path):
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(VlynxError, match="not a miniworld checkpoint"):
-        vlynx.miniworld.pretrain(tmp_path, steps=2, scenes=2, eval_scenes=2, batch_size=4)
+        vlynx.miniworld.pretrain(tmp_path, stage_steps=[0, 0, 2], scenes=2, eval_scenes=2)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from vlynx.errors import VlynxError
+
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
@@ -33,13 +35,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     pretrain = actions.add_parser(
         "pretrain", parents=[common], help="pretrain the tiny Video LLM on video-only data",
         description="Train the miniworld LLaVA-OneVision (encoder, projector and LLM) from random init on "
-        "video questions and captions of silent clips, then save it with save_pretrained to DIR and report "
-        "held-out video accuracy. Deterministic for a given seed and thread count.",
+        "video questions and captions of silent clips, in three stages (single frames; clips with motion questions, LLM only; "
+        "clips with every question), then save it with "
+        "save_pretrained to DIR and report held-out video accuracy. Deterministic for a given seed and thread "
+        "count. The shipped `miniworld` model is this command's output with the defaults.",
     )
     pretrain.add_argument("--out", required=True, help="checkpoint folder to write")
     pretrain.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    pretrain.add_argument("--steps", type=int, default=None, help="optimizer steps (default 3000)")
-    pretrain.add_argument("--scenes", type=int, default=None, help="pretraining scenes (default 800)")
+    pretrain.add_argument("--stage-steps", default=None, metavar="N,N,...",
+                          help="steps of each stage, comma-separated (default: 2000,4000,10000 for single frames; "
+                          "motion questions on clips, LLM only; every question on clips)")
+    pretrain.add_argument("--scenes", type=int, default=None, help="pretraining scenes (default 4000)")
     pretrain.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1: reproducible)")
     pretrain.set_defaults(handler=run_pretrain)
 
@@ -56,7 +62,11 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from vlynx.miniworld import pretrain
 
     options = {key: value for key, value in (("scenes", args.scenes), ("threads", args.threads)) if value is not None}
-    out = pretrain(args.out, seed=args.seed, steps=args.steps, **options)
+    try:
+        stage_steps = None if args.stage_steps is None else [int(n) for n in args.stage_steps.split(",")]
+    except ValueError:
+        raise VlynxError(f"--stage-steps takes whole numbers separated by commas, not {args.stage_steps!r}") from None
+    out = pretrain(args.out, seed=args.seed, stage_steps=stage_steps, **options)
     metrics = json.loads((out / "pretrain.json").read_text())["metrics"]
     print(f"{out}  loss {metrics['first_loss']:.3f} -> {metrics['final_loss']:.3f}")
     if "held_out_accuracy" in metrics:
