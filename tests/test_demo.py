@@ -21,7 +21,7 @@ def lora(rank: int, fan_in: int, fan_out: int) -> int:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     both, second = tmp_path_factory.mktemp("demo-0-1"), tmp_path_factory.mktemp("demo-1")
-    report = run_demo(DemoConfig(out=str(both), seeds=2, curve=True, curve_scenes=[2], **TINY))
+    report = run_demo(DemoConfig(out=str(both), seeds=2, jobs=2, curve=True, curve_scenes=[2], **TINY))
     alone = run_demo(DemoConfig(out=str(second), seed=1, seeds=1, **TINY))
     return report, alone, both
 
@@ -30,7 +30,7 @@ def _row(report, name):
     return next(row for row in report["rows"] if row["name"] == name)
 
 
-def test_a_seed_gives_the_same_numbers_alone_or_after_another(runs):
+def test_a_seed_gives_the_same_numbers_alone_or_beside_another_in_its_own_process(runs):
     report, alone, _ = runs
     assert report["seeds"] == [0, 1] and alone["seeds"] == [1]
     for row in alone["rows"]:

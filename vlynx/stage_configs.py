@@ -313,6 +313,9 @@ class DemoConfig(StageConfig):
     curve: bool = field(default=False, metadata=flag(
         "add the paired-data curve: FT, V-LynX, w/o interface alignment and the control tuned on fewer paired scenes"))
     curve_scenes: list[int] = field(default_factory=lambda: [10, 20, 40])  # the curve's amounts below n_train
+    jobs: int | None = field(default=None, metadata=flag(
+        "seeds run at once, each in its own process on one CPU thread (default: one per CPU core, at most "
+        "--seeds); the numbers do not depend on it"))
     quick: bool = field(default=False, metadata=flag(
         "a small, fast run that checks the plumbing (about 2 minutes on 2 CPU cores)"))
     overwrite: bool = field(default=False, metadata=flag("replace an existing output folder"))
@@ -344,8 +347,8 @@ class DemoConfig(StageConfig):
         super().check()
         if self.seed < 0:
             raise VlynxError("seed must be a non-negative integer")
-        if self.seeds < 1 or any(n < 1 for n in self.curve_scenes):
-            raise VlynxError("seeds and every curve_scenes amount must be at least 1")
+        if self.seeds < 1 or any(n < 1 for n in self.curve_scenes) or (self.jobs is not None and self.jobs < 1):
+            raise VlynxError("seeds, jobs and every curve_scenes amount must be at least 1")
         resolved = self.resolved()
         for name in (*self.SIZES, "batch_size", "vision_rank", "llm_rank"):
             if getattr(resolved, name) < 1:

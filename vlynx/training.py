@@ -12,7 +12,7 @@ import torch
 from transformers import TrainerCallback
 
 from vlynx.errors import VlynxError
-from vlynx.progress import log
+from vlynx.progress import bars_shown, log
 
 if TYPE_CHECKING:
     from vlynx.stage_configs import TrainingConfig
@@ -50,7 +50,7 @@ def training_arguments(config: TrainingConfig, output_dir: str | Path, **extra: 
         remove_unused_columns=False,
         report_to="none",
         deepspeed=config.deepspeed,
-        disable_tqdm=not log.isEnabledFor(20),
+        disable_tqdm=not bars_shown(),
         **extra,
     )
 
@@ -123,7 +123,7 @@ def show_progress(trainer, label: str) -> None:
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    if log.isEnabledFor(20):
+    if bars_shown():
         trainer.add_callback(_LabelledProgress(label))
     else:
         trainer.add_callback(_LossLog())

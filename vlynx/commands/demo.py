@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
         "silent video only): reference statistics, interface alignment of an audio LoRA on unpaired audio, "
         "instruction tuning, and evaluation on held-out questions, for the paper's rows (zero-shot, FT, V-LynX "
         "and its ablations) and a control (an untrained vision LoRA), each on several seeds' worlds "
-        "(docs/demo.md). Prints a table with 95%% intervals and paired differences against V-LynX, and writes "
+        "(docs/demo.md). Prints a table with 95% intervals and paired differences against V-LynX, and writes "
         "results.json, results.md and results.png (and curve.png with --curve).",
     )
     add_stage_arguments(parser, DemoConfig)

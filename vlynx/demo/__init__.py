@@ -8,15 +8,19 @@ markdown table (`results.md`) and a chart with error bars (`results.png`).
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from vlynx.demo.experiment import CATEGORIES, CONTROL, CURVE_ROWS, MODEL, ROWS, VLYNX, run_curve_point, run_seed
+from vlynx.demo.experiment import CATEGORIES, CONTROL, CURVE_ROWS, MODEL, ROWS, VLYNX, quiet_worker, run_seed_and_curve
 from vlynx.demo.report import format_table, plot_curve, plot_results, summarise
 from vlynx.files import write_text_atomic
 from vlynx.outputs import claim_output, save_run
-from vlynx.progress import log
+from vlynx.progress import log, progress
 from vlynx.stage_configs import DemoConfig
 
 __all__ = ["CATEGORIES", "CONTROL", "CURVE_ROWS", "ROWS", "VLYNX", "format_table", "run_demo"]
@@ -38,27 +42,44 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 def _run(config: DemoConfig, out: Path) -> dict[str, Any]:
     started = time.time()
     seeds = list(range(config.seed, config.seed + config.seeds))
-    runs = {}
-    for seed in seeds:
-        runs[seed] = run_seed(config.updated({"seed": seed}), out / f"seed-{seed}")
-        # Rewritten after every seed, so a long run stopped early still shows the seeds it finished.
-        report = summarise(config.to_dict(), MODEL, list(runs), {s: r["rows"] for s, r in runs.items()},
-                           {s: r["chance"] for s, r in runs.items()})
+    runs: dict[int, dict[str, Any]] = {}
+    for seed, run in _each_seed(config, out, seeds):
+        runs[seed] = run
+        # Rewritten as each seed finishes, so a long run stopped early still shows the seeds it finished.
+        done = sorted(runs)
+        report = summarise(config.to_dict(), MODEL, done, {s: runs[s]["rows"] for s in done},
+                           {s: runs[s]["chance"] for s in done})
         report["seconds"] = round(time.time() - started, 1)
-        _write(report, out)
-    if config.curve:
-        began = time.time()
-        points = {}
-        for seed in seeds:
-            seed_config = config.updated({"seed": seed})
-            points[seed] = {scenes: run_curve_point(seed_config, out / f"seed-{seed}", runs[seed], scenes)
-                            for scenes in config.curve_scenes if scenes < config.n_train}
-            points[seed][config.n_train] = {name: runs[seed]["rows"][name] for name in CURVE_ROWS}
-        report["curve"] = _curve(points, seeds)
-        report["curve"]["seconds"] = round(time.time() - began, 1)
+        if config.curve:
+            report["curve"] = _curve({s: runs[s]["curve"] for s in done}, done)
+            report["curve"]["seconds"] = round(sum(runs[s]["curve_seconds"] for s in done), 1)
         _write(report, out)
     log.info("demo done in %.0f s", time.time() - started)
     return report
+
+
+def _each_seed(config: DemoConfig, out: Path, seeds: list[int]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(seed, its rows and curve) as each seed finishes; `config.jobs` seeds at once, each in its own process.
+
+    Every seed runs on one CPU thread wherever it runs, so its numbers do not depend on `jobs`.
+    """
+    jobs = min(config.jobs or os.cpu_count() or 1, len(seeds))
+    seed_configs = {seed: config.updated({"seed": seed}) for seed in seeds}
+    if jobs == 1:
+        for seed in seeds:
+            yield seed, run_seed_and_curve(seed_configs[seed], out / f"seed-{seed}")
+        return
+    log.info("running %d seeds, %d at a time (one process each; stage lines name their seed)", len(seeds), jobs)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=quiet_worker,
+                             initargs=(log.getEffectiveLevel(),)) as pool:
+        futures = {pool.submit(run_seed_and_curve, seed_configs[seed], out / f"seed-{seed}"): seed for seed in seeds}
+        try:
+            for future in progress(as_completed(futures), desc="seeds", total=len(futures), unit="seed"):
+                yield futures[future], future.result()
+        except BaseException:  # a failed seed (or Ctrl-C) stops the seeds not yet started
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _curve(points: dict[int, dict[int, dict[str, Any]]], seeds: list[int]) -> dict[str, Any]:

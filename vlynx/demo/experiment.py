@@ -57,6 +57,44 @@ CURVE_ROWS = ("FT (LLM LoRA, video only)", VLYNX, "w/o interface alignment", CON
 ALIGNMENTS = {"full": {}, "no_attn": {"no_attn": True}, "no_dist": {"no_dist": True}}
 
 
+def run_seed_and_curve(config: DemoConfig, out: Path) -> dict[str, Any]:
+    """`run_seed`, then (with `config.curve`) its curve points, on one CPU thread: the same numbers
+    in any process. The curve's full amount is the table's own run, not a second one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run = run_seed(config, out)
+        began = time.perf_counter()
+        if config.curve:
+            run["curve"] = {scenes: run_curve_point(config, out, run, scenes)
+                            for scenes in config.curve_scenes if scenes < config.n_train}
+            run["curve"][config.n_train] = {name: run["rows"][name] for name in CURVE_ROWS}
+        run["curve_seconds"] = round(time.perf_counter() - began, 1)
+        return run
+    finally:
+        torch.set_num_threads(threads)
+
+
+def quiet_worker(level: int) -> None:
+    """Logging in a process that runs one seed beside others: stage lines at `level`, no progress bars."""
+    import logging
+    import os
+    import warnings
+
+    from vlynx.progress import hide_bars
+
+    logging.basicConfig(level=level, format="%(message)s")
+    log.setLevel(level)
+    for noisy in ("transformers", "peft", "accelerate"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # the Hugging Face libraries' own bars
+    hide_bars()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def run_seed(config: DemoConfig, out: Path) -> dict[str, Any]:
     """Every row on the world of `config.seed`, into `out`; returns {"rows": {name: result}, "chance": ...}."""
     from vlynx.miniworld import WORLD, generate_split

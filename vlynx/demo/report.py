@@ -94,7 +94,8 @@ def _curve_table(curve: dict[str, Any]) -> str:
         if all("difference_vs_vlynx" in p for p in row["points"]):
             lines.append(f"| {row['name']} − V-LynX | "
                          + " | ".join(_range(p["difference_vs_vlynx"]["audio"]) for p in row["points"]) + " |")
-    lines += ["", f"Curve wall time {curve['seconds']:.0f} s."]
+    lines += ["", f"The curve's extra tuning runs took {curve['seconds']:.0f} s in all (summed over seeds, "
+              "which run side by side)."]
     return "\n".join(lines)
 
 
