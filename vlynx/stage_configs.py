@@ -317,7 +317,7 @@ class DemoConfig(StageConfig):
         "seeds run at once, each in its own process on one CPU thread (default: one per CPU core, at most "
         "--seeds); the numbers do not depend on it"))
     quick: bool = field(default=False, metadata=flag(
-        "a small, fast run that checks the plumbing (about 2 minutes on 2 CPU cores)"))
+        "a smaller run that checks the plumbing (3 seeds: 6.5 minutes on one CPU core)"))
     overwrite: bool = field(default=False, metadata=flag("replace an existing output folder"))
     n_reference: int | None = None  # reference videos (eq. 2-3)
     n_align: int | None = None  # unpaired, unlabeled audio clips
