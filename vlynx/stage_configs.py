@@ -314,10 +314,10 @@ class DemoConfig(StageConfig):
         "add the paired-data curve: FT, V-LynX, w/o interface alignment and the control tuned on fewer paired scenes"))
     curve_scenes: list[int] = field(default_factory=lambda: [10, 20, 40])  # the curve's amounts below n_train
     jobs: int | None = field(default=None, metadata=flag(
-        "seeds run at once, each in its own process on one CPU thread (default: one per CPU core, at most "
-        "--seeds); the numbers do not depend on it"))
+        "seeds run at once, each in its own process on one CPU thread (default: every seed, at most two per "
+        "CPU core); the numbers do not depend on it"))
     quick: bool = field(default=False, metadata=flag(
-        "a smaller run that checks the plumbing (3 seeds: 6.5 minutes on one CPU core)"))
+        "a smaller run that checks the plumbing (3 seeds: about 2.5 minutes on 2 CPU cores)"))
     overwrite: bool = field(default=False, metadata=flag("replace an existing output folder"))
     n_reference: int | None = None  # reference videos (eq. 2-3)
     n_align: int | None = None  # unpaired, unlabeled audio clips

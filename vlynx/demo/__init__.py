@@ -63,7 +63,8 @@ def _each_seed(config: DemoConfig, out: Path, seeds: list[int]) -> Iterator[tupl
 
     Every seed runs on one CPU thread wherever it runs, so its numbers do not depend on `jobs`.
     """
-    jobs = min(config.jobs or os.cpu_count() or 1, len(seeds))
+    # More single-threaded seeds than cores share them, so no core idles while the last seed runs alone.
+    jobs = min(config.jobs or 2 * (os.cpu_count() or 1), len(seeds))
     seed_configs = {seed: config.updated({"seed": seed}) for seed in seeds}
     if jobs == 1:
         for seed in seeds:
