@@ -50,9 +50,9 @@ class StageSettings:
 
 # Measured on held-out video questions (docs/method.md §10): trained on clips from the start, the model
 # stayed near chance on shape and motion. Single frames first teach shapes. Comparing frames is a
-# circuit the LLM finds only when motion questions fill its batches (a linear probe reads the motion
-# from its video tokens at 98 % all along), and only if the encoder is left alone meanwhile; a long
-# last stage on every question then restores what the motion stage made it forget.
+# circuit the LLM found only when motion questions filled its batches (though a linear probe read the
+# motion from a clip-trained model's video tokens at 98 %), and the rest survived only with the encoder
+# left alone meanwhile; a long last stage on every question restores what the motion stage made it forget.
 STAGES = (
     StageSettings("single frames", 2000, frames=1, motion_share=0.0, batch_size=32),
     StageSettings("motion", 4000, motion_share=1.0, llm_only=True, decay=False),
