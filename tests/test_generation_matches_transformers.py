@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.test_backbone_qwen2_5_vl import processor_patches  # Qwen2-VL's processor layout, by loops
 from vlynx.adapters import add_vision_adapter
 from vlynx.backbones import load_backbone, preset_config
 from vlynx.bundle import VLynx
@@ -118,22 +119,6 @@ def reference_tokens(family: str, backbone, question: str, videos: list) -> list
         output = backbone.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **inputs,
                                          do_sample=False, max_new_tokens=N, min_new_tokens=N)
     return output[0, ids.shape[1]:].tolist()
-
-
-def processor_patches(video: torch.Tensor, patch: int = 4, merge: int = 2, temporal: int = 2) -> torch.Tensor:
-    """Qwen2-VL's processor layout written out with loops: step, block row, block col, row/col in block."""
-    rows = video.shape[-1] // patch
-    out = []
-    for step in range(video.shape[0] // temporal):
-        for block_row in range(rows // merge):
-            for block_col in range(rows // merge):
-                for i in range(merge):
-                    for j in range(merge):
-                        r, c = block_row * merge + i, block_col * merge + j
-                        crop = video[step * temporal:(step + 1) * temporal, :, r * patch:(r + 1) * patch,
-                                     c * patch:(c + 1) * patch]  # (t, C, p, p)
-                        out.append(crop.transpose(0, 1).flatten())  # channels, temporal, p, p
-    return torch.stack(out)
 
 
 def test_greedy_answers_are_the_models_own_token_for_token(checkpoint, clips, monkeypatch):
