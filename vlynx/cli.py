@@ -10,7 +10,6 @@ import importlib
 import logging
 import os
 import sys
-import warnings
 
 from vlynx import __version__
 from vlynx.distributed import close_process_group
@@ -64,18 +63,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from vlynx import outputs
+    from vlynx.progress import configure_logging
 
     outputs.command_line = ["vlynx", *(sys.argv[1:] if argv is None else argv)]
-    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("vlynx").setLevel(level)  # also when logging was configured before (a host program, pytest)
-    for noisy in ("transformers", "peft", "accelerate"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    configure_logging(logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO)
     if args.quiet:  # also the Hugging Face libraries' own progress bars (weight loading, ...)
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-    if not args.debug:  # library deprecation chatter is for developers, not users
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
     try:
         return int(args.handler(args) or 0)
     except VlynxError as error:

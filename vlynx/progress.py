@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
@@ -10,6 +12,18 @@ from tqdm.auto import tqdm
 T = TypeVar("T")
 log = logging.getLogger("vlynx")
 _bars_hidden = False
+
+
+def configure_logging(level: int) -> None:
+    """vlynx's messages on stderr at `level`; the Hugging Face libraries at WARNING or quieter;
+    library deprecation chatter (for developers, not users) hidden above DEBUG."""
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    log.setLevel(level)  # also when logging was configured before (a host program, pytest)
+    for noisy in ("transformers", "peft", "accelerate"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if level > logging.DEBUG:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def hide_bars() -> None:

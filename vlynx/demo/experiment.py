@@ -79,20 +79,13 @@ def run_seed_and_curve(config: DemoConfig, out: Path) -> dict[str, Any]:
 
 def quiet_worker(level: int) -> None:
     """Logging in a process that runs one seed beside others: stage lines at `level`, no progress bars."""
-    import logging
     import os
-    import warnings
 
-    from vlynx.progress import hide_bars
+    from vlynx.progress import configure_logging, hide_bars
 
-    logging.basicConfig(level=level, format="%(message)s")
-    log.setLevel(level)
-    for noisy in ("transformers", "peft", "accelerate"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    configure_logging(level)
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # the Hugging Face libraries' own bars
     hide_bars()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def run_seed(config: DemoConfig, out: Path) -> dict[str, Any]:
