@@ -35,10 +35,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     pretrain = actions.add_parser(
         "pretrain", parents=[common], help="pretrain the tiny Video LLM on video-only data",
         description="Train the miniworld LLaVA-OneVision (encoder, projector and LLM) from random init on "
-        "video questions and captions of silent clips, in three stages (single frames; clips with motion questions, LLM only; "
-        "clips with every question), then save it with "
-        "save_pretrained to DIR and report held-out video accuracy. Deterministic for a given seed and thread "
-        "count. The shipped `miniworld` model is this command's output with the defaults.",
+        "video questions and captions of silent clips, in three stages (single frames; clips with motion "
+        "questions, LLM only; clips with every question), then save it with save_pretrained to DIR and report "
+        "held-out video accuracy. Deterministic for a given seed and thread count. The shipped `miniworld` "
+        "model is this command's output with the defaults.",
     )
     pretrain.add_argument("--out", required=True, help="checkpoint folder to write")
     pretrain.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

@@ -284,7 +284,7 @@ def train_loop(backbone, stages: list[Stage], config: PretrainConfig) -> list[fl
     rng = np.random.default_rng(config.seed)
     pad = backbone.tokenizer.pad_token_id
     losses: list[float] = []
-    vision = [p for name, p in model.named_parameters() if "vision_tower" in name or "multi_modal_projector" in name]
+    vision = [*backbone.vision_tower.parameters(), *backbone.projector.parameters()]
     for stage in stages:
         settings = stage.settings
         for parameter in vision:
